@@ -1,0 +1,140 @@
+"""The rxsinks error tree.
+
+::
+
+    RxSinksError
+     ├── SinkClosedError          terminal: written after close; never retried
+     ├── QueueFullError           a bounded queue refused a write (overflow="error")
+     ├── EnvelopeError            a body that is not a registry envelope (also a ValueError)
+     ├── DeliveryError            .endpoint, .events: one delivery attempt failed
+     │    ├── WebhookStatusError  .status, .url, .retry_after: answered outside 200..399
+     │    └── PermanentDeliveryError   never retried: dead-lettered at once
+     │         └── EndpointDisabledError  the endpoint answered 410 Gone or was disabled
+     └── ConfigError              .path (which key), a message a person can act on
+
+A single :data:`SINK_CLOSED` instance is shared by every sink, so code can compare with ``is``
+as well as ``isinstance`` (the Go original had two sentinels, and closed endpoints never left
+the broadcaster because of it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = [
+    "SINK_CLOSED",
+    "ConfigError",
+    "DeliveryError",
+    "EndpointDisabledError",
+    "EnvelopeError",
+    "PermanentDeliveryError",
+    "QueueFullError",
+    "RxSinksError",
+    "SinkClosedError",
+    "WebhookStatusError",
+]
+
+
+class RxSinksError(Exception):
+    """Base class of every error rxsinks raises on purpose."""
+
+
+class SinkClosedError(RxSinksError):
+    """A write reached a sink after it was closed. Terminal: nothing retries it."""
+
+    def __init__(self, message: str = "sink closed") -> None:
+        super().__init__(message)
+
+
+SINK_CLOSED = SinkClosedError()
+"""The one shared terminal error instance."""
+
+
+class QueueFullError(RxSinksError):
+    """A bounded queue with ``overflow="error"`` refused a write."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"queue full: {limit} events buffered (overflow='error')")
+        self.limit = limit
+
+
+class EnvelopeError(RxSinksError, ValueError):
+    """A body or an event that is not what the registry sends; the message says what is wrong."""
+
+
+class DeliveryError(RxSinksError):
+    """One delivery attempt of a block of events failed.
+
+    Attributes:
+        endpoint: the endpoint's name (or URL when it has none).
+        events: the block whose delivery failed.
+    """
+
+    def __init__(self, message: str, *, endpoint: str = "", events: Sequence[Any] = ()) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.events = tuple(events)
+
+
+class WebhookStatusError(DeliveryError):
+    """The receiver answered with a status outside 200..399.
+
+    Attributes:
+        status: the HTTP status code.
+        url: the URL that answered.
+        retry_after: seconds the receiver asked us to wait (``Retry-After``), or ``None``.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        url: str,
+        *,
+        reason: str = "",
+        retry_after: float | None = None,
+        endpoint: str = "",
+        events: Sequence[Any] = (),
+    ) -> None:
+        text = f"{status} {reason}".strip()
+        super().__init__(f"{url} answered {text}", endpoint=endpoint, events=events)
+        self.status = status
+        self.url = url
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class PermanentDeliveryError(DeliveryError):
+    """A failure that retrying cannot fix (a configured permanent 4xx, a disabled endpoint).
+
+    Retry operators dead-letter the block at once instead of retrying it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        endpoint: str = "",
+        events: Sequence[Any] = (),
+    ) -> None:
+        super().__init__(message, endpoint=endpoint, events=events)
+        self.status = status
+
+
+class EndpointDisabledError(PermanentDeliveryError):
+    """The endpoint is disabled (it answered ``410 Gone``, or it was disabled by hand)."""
+
+
+class ConfigError(RxSinksError):
+    """A configuration value is wrong.
+
+    Attributes:
+        path: the key path of the offending value, for example
+            ``notifications.endpoints[0].timeout``.
+    """
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+        self.detail = message
