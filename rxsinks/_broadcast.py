@@ -10,7 +10,7 @@ from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
 from ._exceptions import SINK_CLOSED, SinkClosedError
-from ._flow import isolated
+from ._flow import _state, direct_on_next
 from ._queue import Lane, Queue, default_scheduler
 
 __all__ = ["Broadcast", "broadcast"]
@@ -27,15 +27,13 @@ def buffers_itself(observer: object) -> bool:
 
 
 class _Direct(Generic[_T]):
-    """A member that buffers itself: called directly, its errors caught."""
+    """A member called directly (the broadcast catches its errors)."""
 
-    __slots__ = ("member",)
+    __slots__ = ("member", "on_next")
 
     def __init__(self, member: abc.ObserverBase[_T]) -> None:
         self.member = member
-
-    def on_next(self, value: _T) -> None:
-        self.member.on_next(value)
+        self.on_next = direct_on_next(member)
 
     def on_error(self, error: Exception) -> None:
         self.member.on_error(error)
@@ -64,10 +62,11 @@ class Broadcast(Observable[_T], abc.ObserverBase[_T], Generic[_T]):
     Each item goes to every member in the order they were added. Members are isolated from the
     producer and from each other (trap 1): an exception in a member is logged and never reaches
     the producer or stops the item for the others; a member that answers
-    :class:`~rxsinks.SinkClosedError` is removed (the registry's go-events behaviour). Members
-    that do not buffer on their own get a private unbounded queue, so one that holds items for
-    long (a slow asynchronous sink) delays only itself; members that do buffer (an
-    :class:`~rxsinks.Endpoint`) are called directly. Adding a member twice is a no-op.
+    :class:`~rxsinks.SinkClosedError` is removed (the registry's go-events behaviour). No member
+    can hold the producer: members are called with no handoff on offer, so an asynchronous sink
+    runs its deliveries concurrently, and a pipeline that starts with :func:`queue` (an
+    :class:`~rxsinks.Endpoint` does) only enqueues. ``add(member, queued=True)`` gives a member
+    without a queue of its own a private one. Adding a member twice is a no-op.
 
     Completion reaches every member (each flushes its queue first); after it, ``on_next`` raises
     :class:`~rxsinks.SinkClosedError` and members added later are completed at once.
@@ -104,8 +103,14 @@ class Broadcast(Observable[_T], abc.ObserverBase[_T], Generic[_T]):
         """Whether the stream completed or failed."""
         return self._completed
 
-    def add(self, member: Member) -> abc.DisposableBase:
-        """Add a member (an observer or an ``on_next`` callable); returns what removes it."""
+    def add(self, member: Member, *, queued: bool = False) -> abc.DisposableBase:
+        """Add a member (an observer or an ``on_next`` callable); returns what removes it.
+
+        Args:
+            member: the observer.
+            queued: give the member a private unbounded queue, one item in flight at a time
+                (for an asynchronous sink that has no :func:`queue` of its own).
+        """
         key = id(member)
         if key not in self._members:
             observer: abc.ObserverBase[_T]
@@ -116,7 +121,7 @@ class Broadcast(Observable[_T], abc.ObserverBase[_T], Generic[_T]):
             else:
                 raise TypeError(f"a broadcast member must be an observer or callable: {member!r}")
             target: abc.ObserverBase[_T] | _Direct[_T]
-            if buffers_itself(member):
+            if not queued or buffers_itself(member):
                 target = _Direct(observer)
             else:
                 lanes: Queue[_T] = Queue(on_failure=self._member_failed)
@@ -125,6 +130,7 @@ class Broadcast(Observable[_T], abc.ObserverBase[_T], Generic[_T]):
             self._targets = tuple(target for _, target in self._members.values())
             if self._completed:
                 self._stop(target)
+
         def detach() -> None:
             self.remove(member)
 
@@ -141,7 +147,10 @@ class Broadcast(Observable[_T], abc.ObserverBase[_T], Generic[_T]):
         """Send ``value`` to every member."""
         if self._completed:
             raise SINK_CLOSED
-        with isolated():  # no member may take over an offer made to the broadcast as a whole
+        # no member may take over an offer made to the broadcast as a whole
+        outer = _state.offer
+        _state.offer = None
+        try:
             for target in self._targets:
                 try:
                     target.on_next(value)
@@ -149,6 +158,8 @@ class Broadcast(Observable[_T], abc.ObserverBase[_T], Generic[_T]):
                     self._remove_target(target)
                 except Exception:
                     log.exception("broadcast member %r raised; other members unaffected", target)
+        finally:
+            _state.offer = outer
 
     def on_error(self, error: Exception) -> None:
         """Fail every member (each flushes what it buffered first)."""

@@ -14,9 +14,9 @@ from reactivex.scheduler import CurrentThreadScheduler
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
 from ._exceptions import SINK_CLOSED, QueueFullError
-from ._flow import FlushToken, emit, flush_scope, join_flush
+from ._flow import FlushToken, direct_on_next, emit, flush_scope, join_flush
 
-__all__ = ["Overflow", "Queue", "default_scheduler", "queue", "weight_of"]
+__all__ = ["Overflow", "Queue", "clock_of", "default_scheduler", "queue", "weight_of"]
 
 log = logging.getLogger("rxsinks.queue")
 
@@ -42,6 +42,14 @@ def default_scheduler() -> abc.SchedulerBase:
     except RuntimeError:
         return CurrentThreadScheduler.singleton()
     return AsyncIOScheduler(loop)
+
+
+def clock_of(scheduler: abc.SchedulerBase) -> Callable[[], float]:
+    """A cheap reading of ``scheduler``'s clock in seconds (the loop's monotonic clock on
+    asyncio; the virtual clock on a test scheduler)."""
+    if isinstance(scheduler, AsyncIOScheduler):
+        return scheduler._loop.time
+    return lambda: scheduler.to_seconds(scheduler.now)
 
 
 class Queue(Generic[_T]):
@@ -115,15 +123,19 @@ class Queue(Generic[_T]):
 class Lane(abc.ObserverBase[_T], Generic[_T]):
     """One subscription's buffer and drain loop (also used by broadcasts to isolate members)."""
 
+    __rxsinks_stage__ = True
+
     def __init__(
         self, owner: Queue[_T], observer: abc.ObserverBase[_T], scheduler: abc.SchedulerBase
     ) -> None:
         self._owner = owner
         self._observer = observer
         self._scheduler = scheduler
-        self._buffer: deque[_T] = deque()
+        self._next = direct_on_next(observer)
+        self._buffer: deque[tuple[_T, int]] = deque()
         self._buffered_weight = 0
         self._inflight: _T | None = None
+        self._inflight_weight = 0
         self._has_inflight = False
         self._draining = False  # a drain is scheduled or running
         self._in_emit = False
@@ -141,10 +153,13 @@ class Lane(abc.ObserverBase[_T], Generic[_T]):
         owner = self._owner
         weight = owner.weigh(value)
         limit = owner.max_events
-        if limit is not None and self._buffered_weight + weight > limit:
-            if not self._make_room(value, weight, limit):
-                return
-        self._buffer.append(value)
+        if (
+            limit is not None
+            and self._buffered_weight + weight > limit
+            and not self._make_room(value, weight, limit)
+        ):
+            return
+        self._buffer.append((value, weight))
         self._buffered_weight += weight
         owner.pending += weight
         if owner.on_ingress is not None:
@@ -161,8 +176,7 @@ class Lane(abc.ObserverBase[_T], Generic[_T]):
             self._dropped(value, weight)
             return False
         while self._buffer and self._buffered_weight + weight > limit:
-            oldest = self._buffer.popleft()
-            oldest_weight = owner.weigh(oldest)
+            oldest, oldest_weight = self._buffer.popleft()
             self._buffered_weight -= oldest_weight
             owner.pending -= oldest_weight
             self._dropped(oldest, oldest_weight)
@@ -191,8 +205,7 @@ class Lane(abc.ObserverBase[_T], Generic[_T]):
             self._finish()
 
     def _remaining(self) -> int:
-        inflight = self._owner.weigh(self._inflight) if self._has_inflight else 0
-        return self._buffered_weight + inflight
+        return self._buffered_weight + (self._inflight_weight if self._has_inflight else 0)
 
     def dispose(self) -> None:
         self._disposed = True
@@ -214,14 +227,15 @@ class Lane(abc.ObserverBase[_T], Generic[_T]):
             if sent == _DRAIN_SLICE:
                 self._scheduler.schedule(self._drain)
                 return
-            item = buffer.popleft()
-            self._buffered_weight -= owner.weigh(item)
+            item, weight = buffer.popleft()
+            self._buffered_weight -= weight
             self._inflight = item
+            self._inflight_weight = weight
             self._has_inflight = True
             owner.in_flight += 1
             self._in_emit = True
             try:
-                emit(self._observer, item, self._settled)
+                emit(self._next, item, self._settled)
             finally:
                 self._in_emit = False
             if self._has_inflight:
@@ -237,7 +251,7 @@ class Lane(abc.ObserverBase[_T], Generic[_T]):
         self._has_inflight = False
         owner = self._owner
         owner.in_flight -= 1
-        owner.pending -= owner.weigh(item)
+        owner.pending -= self._inflight_weight
         if error is not None:
             # the registry's queue drops a block whose downstream failed, with a log line; in
             # rxsinks the retry stage below has already dead-lettered or reported it

@@ -13,9 +13,9 @@ from reactivex.disposable import CompositeDisposable, Disposable, SerialDisposab
 
 from ._breaker import Breaker, BreakerState
 from ._exceptions import SINK_CLOSED, PermanentDeliveryError, SinkClosedError, WebhookStatusError
-from ._flow import FlushToken, Handoff, emit, flush_scope, hold, join_flush
+from ._flow import FlushToken, Handoff, direct_on_next, emit, flush_scope, hold, join_flush
 from ._outcome import DeadLetter, Outcome, OutcomeKind
-from ._queue import default_scheduler
+from ._queue import clock_of, default_scheduler
 
 __all__ = ["retry_with_breaker"]
 
@@ -153,12 +153,16 @@ class _Settings:
 class _RetryLane(abc.ObserverBase[_B]):
     """One subscription: a FIFO of blocks, the one in flight, and its retry state."""
 
+    __rxsinks_stage__ = True
+
     def __init__(
         self, settings: _Settings, observer: abc.ObserverBase[_B], clock: abc.SchedulerBase
     ) -> None:
         self._s = settings
         self._observer = observer
+        self._next = direct_on_next(observer)
         self._clock = clock
+        self._now = clock_of(clock)
         self._waiting: deque[tuple[_B, Handoff | None]] = deque()
         self._block: _B | None = None
         self._handoff: Handoff | None = None
@@ -177,9 +181,6 @@ class _RetryLane(abc.ObserverBase[_B]):
         self._unlisten: Callable[[], None] | None = None
         if settings.breaker is not None and settings.outcomes is not None:
             self._unlisten = settings.breaker.listen(self._breaker_changed)
-
-    def _now(self) -> float:
-        return self._clock.to_seconds(self._clock.now)
 
     # -- upstream ------------------------------------------------------------------------------
 
@@ -234,16 +235,17 @@ class _RetryLane(abc.ObserverBase[_B]):
     def _attempt_now(self, _scheduler: Any = None, _state: Any = None) -> None:
         if self._disposed:
             return
-        now = self._now()
         breaker = self._s.breaker
-        delay = max(self._not_before - now, breaker.delay(now) if breaker is not None else 0.0)
-        if delay > 0:
-            self._timer.disposable = self._clock.schedule_relative(delay, self._attempt_now)
-            return
-        if breaker is not None:
-            breaker.before_attempt(now)
+        if self._not_before or (breaker is not None and breaker.failures):
+            now = self._now()
+            delay = max(self._not_before - now, breaker.delay(now) if breaker else 0.0)
+            if delay > 0:
+                self._timer.disposable = self._clock.schedule_relative(delay, self._attempt_now)
+                return
+            if breaker is not None:
+                breaker.before_attempt(now)
         self._attempt += 1
-        emit(self._observer, self._block, self._attempt_done)
+        emit(self._next, self._block, self._attempt_done)
 
     def _attempt_done(self, error: BaseException | None) -> None:
         block, attempt = self._block, self._attempt

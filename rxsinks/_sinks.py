@@ -40,6 +40,8 @@ class CallbackSink(abc.ObserverBase[_T], Generic[_T]):
         on_completed: called once when the stream ends, after the last item finished.
     """
 
+    __rxsinks_stage__ = True
+
     def __init__(
         self,
         fn: Callable[[_T], Awaitable[Any] | Any],
@@ -66,7 +68,7 @@ class CallbackSink(abc.ObserverBase[_T], Generic[_T]):
         except Exception as exc:
             self._failed(handoff, exc)
             return
-        if inspect.isawaitable(result):
+        if result is not None and inspect.isawaitable(result):
             task = asyncio.ensure_future(result)
             self._tasks.add(task)
             task.add_done_callback(lambda done: self._task_done(done, handoff))
@@ -122,6 +124,8 @@ class CollectingSink(abc.ObserverBase[_T], Generic[_T]):
         error: the error the stream ended with, if any.
         completed: whether the stream ended.
     """
+
+    __rxsinks_stage__ = True
 
     def __init__(self) -> None:
         self.items: list[_T] = []

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from dataclasses import dataclass
+
 from reactivex import abc
 
 from ._broadcast import Broadcast, Member
@@ -57,10 +59,8 @@ class EventSubject(Broadcast[Event]):
         self._loop = loop
         self._loop_thread: int | None = None
         if loop is None:
-            try:
+            with contextlib.suppress(RuntimeError):
                 self._bind(asyncio.get_running_loop())
-            except RuntimeError:
-                pass
         else:
             self._bind(loop)
         self._closing = False
