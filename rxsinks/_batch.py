@@ -57,7 +57,9 @@ def batch(
         isinstance(max_delay, bool) or not isinstance(max_delay, int | float) or max_delay < 0
     ):
         raise ValueError(f"max_delay must be seconds >= 0 or None, got {max_delay!r}")
-    delay = float(max_delay) if max_delay else 0.0
+    # None means "no timer"; 0 is a real bound: a partial block waits no time, so only the items
+    # that arrive together (in the same scheduler turn) share a block
+    delay = None if max_delay is None else float(max_delay)
 
     def operator(source: Observable[_T]) -> Observable[tuple[_T, ...]]:
         if max_events == 1:
@@ -91,7 +93,7 @@ def batch(
                 block.append(item)
                 if len(block) >= max_events:
                     flush()
-                elif len(block) == 1 and delay > 0:
+                elif len(block) == 1 and delay is not None:
                     timer.disposable = clock.schedule_relative(delay, on_timer, generation)
 
             def on_error(error: Exception) -> None:

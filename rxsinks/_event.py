@@ -62,6 +62,7 @@ __all__ = [
     "decode_envelope",
     "decode_ndjson",
     "encode_envelope",
+    "encode_event",
     "sample_events",
 ]
 
@@ -661,6 +662,14 @@ def encode_envelope(events: Iterable[Event]) -> bytes:
         return _ENCODER.encode(envelope).encode("utf-8")
     except UnicodeEncodeError:
         return _ASCII_ENCODER.encode(envelope).encode("ascii")
+
+
+def encode_event(event: Event) -> str:
+    """One event's JSON text, exactly as stored (compact; for logs and durable stores)."""
+    try:
+        return _ENCODER.encode(event._data)
+    except UnicodeEncodeError:
+        return _ASCII_ENCODER.encode(event._data)
 
 
 def decode_envelope(body: bytes | bytearray | memoryview | str) -> list[Event]:

@@ -1,0 +1,104 @@
+"""rxsinks: webhook delivery from an event stream.
+
+The Docker registry's notification sinks (broadcast -> ignore -> queue -> circuit-breaking retry
+-> HTTP) as RxPY operators over an event subject, ending in observer sinks that deliver
+webhooks with aiohttp; retry policies are tenacity objects.
+
+    >>> import rxsinks
+    >>> subject = rxsinks.EventSubject()                                  # doctest: +SKIP
+    >>> subject.subscribe(rxsinks.Endpoint("hooks", "http://127.0.0.1:8080/events"))
+    ... # doctest: +SKIP
+    >>> subject.on_next(rxsinks.Event.new("push", target={"repository": "library/alpine"}))
+    ... # doctest: +SKIP
+    >>> await subject.aclose(timeout=10)                                  # doctest: +SKIP
+"""
+
+from ._batch import batch
+from ._breaker import Breaker, BreakerState
+from ._broadcast import Broadcast, broadcast
+from ._endpoint import Endpoint
+from ._event import (
+    ENVELOPE_MEDIA_TYPES,
+    MEDIA_TYPE_V1,
+    MEDIA_TYPE_V2,
+    Actor,
+    Event,
+    Request,
+    Source,
+    Target,
+    decode_envelope,
+    decode_ndjson,
+    encode_envelope,
+    sample_events,
+)
+from ._exceptions import (
+    SINK_CLOSED,
+    ConfigError,
+    DeliveryError,
+    EndpointDisabledError,
+    EnvelopeError,
+    PermanentDeliveryError,
+    QueueFullError,
+    RxSinksError,
+    SinkClosedError,
+    WebhookStatusError,
+)
+from ._filter import EventFilter, filter_events, ignore, match
+from ._metrics import EndpointMetrics, MetricsSnapshot
+from ._outcome import DeadLetter, Outcome, OutcomeKind
+from ._queue import Queue, queue
+from ._retry import retry_with_breaker
+from ._sinks import CallbackSink, CollectingSink
+from ._subject import CloseReport, EventSubject
+from ._webhook import Attempt, WebhookSink
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ENVELOPE_MEDIA_TYPES",
+    "MEDIA_TYPE_V1",
+    "MEDIA_TYPE_V2",
+    "SINK_CLOSED",
+    "Actor",
+    "Attempt",
+    "Breaker",
+    "BreakerState",
+    "Broadcast",
+    "CallbackSink",
+    "CloseReport",
+    "CollectingSink",
+    "ConfigError",
+    "DeadLetter",
+    "DeliveryError",
+    "Endpoint",
+    "EndpointDisabledError",
+    "EndpointMetrics",
+    "EnvelopeError",
+    "Event",
+    "EventFilter",
+    "EventSubject",
+    "MetricsSnapshot",
+    "Outcome",
+    "OutcomeKind",
+    "PermanentDeliveryError",
+    "Queue",
+    "QueueFullError",
+    "Request",
+    "RxSinksError",
+    "SinkClosedError",
+    "Source",
+    "Target",
+    "WebhookSink",
+    "WebhookStatusError",
+    "batch",
+    "broadcast",
+    "decode_envelope",
+    "decode_ndjson",
+    "encode_envelope",
+    "filter_events",
+    "ignore",
+    "match",
+    "queue",
+    "retry_with_breaker",
+    "sample_events",
+]

@@ -1,0 +1,270 @@
+"""The queue with a durable store behind it: the backlog lives on disk, a window in memory.
+
+:class:`DurableQueue` is the :class:`~rxsinks.Queue` operator with a store plugged in: it takes
+``(seq, event)`` pairs that the store already committed, and hands blocks of up to
+``block_size`` events downstream one at a time, exactly as the memory queue does (the stage
+below settles each block). Memory stays bounded however long the endpoint is down: at most
+``window`` events are kept in memory; past that, only the fact that more are on disk is, and the
+window is refilled from the store (in seq order) as it drains. A block's events are confirmed in
+the store after the receiver accepted them and *before* the next block goes, so a crash can only
+repeat the block in flight. A block given up on (dead-lettered) is moved to the store's dead
+letters. At start, the endpoint's undelivered backlog is read back from the store first.
+
+Blocks are formed from what is available when the endpoint is ready (up to ``block_size``), so
+a backlog after an outage goes out in full blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from reactivex import Observable, abc
+from reactivex.disposable import CompositeDisposable, Disposable
+
+from ._event import Event
+from ._exceptions import SinkClosedError
+from ._flow import FlushToken, direct_on_next, emit, flush_scope, join_flush
+
+__all__ = ["DurableQueue", "QueueStore"]
+
+log = logging.getLogger("rxsinks.durable")
+
+Stored = tuple[int, Event]
+
+
+class QueueStore(Protocol):
+    """What a durable queue needs from a store (SQLite and Redis stores provide it)."""
+
+    async def read(self, endpoint: str, after: int, limit: int) -> list[Stored]: ...
+    async def backlog(self, endpoint: str) -> tuple[int, int]: ...
+    async def confirm(self, endpoint: str, seqs: Sequence[int]) -> None: ...
+    async def dead_letter(
+        self, endpoint: str, seqs: Sequence[int], error: str, attempts: int
+    ) -> None: ...
+
+
+class DurableQueue:
+    """The queue operator over a store; see the module docstring.
+
+    Args:
+        store: the store holding the endpoint's deliveries.
+        endpoint: the endpoint's name in the store.
+        block_size: the most events per block.
+        window: the most events kept in memory.
+        on_ingress: called with the number of events accepted (live or read back at start).
+        on_egress: called with the number of events whose attempt is over.
+        attempts: tells how many attempts the last dead-lettered block took (for the record).
+    """
+
+    def __init__(
+        self,
+        store: QueueStore,
+        endpoint: str,
+        *,
+        block_size: int = 1,
+        window: int = 1024,
+        on_ingress: Callable[[int], None] | None = None,
+        on_egress: Callable[[int], None] | None = None,
+        attempts: Callable[[], int] = lambda: 0,
+    ) -> None:
+        if block_size < 1 or window < block_size:
+            raise ValueError(f"need 1 <= block_size <= window, got {block_size}, {window}")
+        self.store = store
+        self.endpoint = endpoint
+        self.block_size = block_size
+        self.window = window
+        self.on_ingress = on_ingress
+        self.on_egress = on_egress
+        self.attempts = attempts
+        self.pending = 0
+        self.dropped = 0  # a durable queue never drops
+        self.in_flight = 0
+        self.failures = 0  # store writes that failed (the events stay queued on disk)
+
+    def __call__(self, source: Observable[Stored]) -> Observable[tuple[Event, ...]]:
+        def subscribe(
+            observer: abc.ObserverBase[tuple[Event, ...]],
+            scheduler_: abc.SchedulerBase | None = None,
+        ) -> abc.DisposableBase:
+            lane = _DurableLane(self, observer)
+            upstream = source.subscribe(lane, scheduler=scheduler_)
+            return CompositeDisposable(upstream, Disposable(lane.dispose))
+
+        return Observable(subscribe)
+
+
+class _DurableLane(abc.ObserverBase[Stored]):
+    __rxsinks_stage__ = True
+
+    def __init__(self, owner: DurableQueue, observer: abc.ObserverBase[tuple[Event, ...]]) -> None:
+        self._owner = owner
+        self._observer = observer
+        self._next = direct_on_next(observer)
+        self._memory: deque[Stored] = deque()
+        # everything the store holds for us with seq > _disk_after is not (yet) in memory;
+        # None when memory holds the whole backlog
+        self._disk_after: int | None = 0
+        self._max_seen = 0
+        self._horizon: int | None = None  # seqs up to here were counted from the store at start
+        self._early: list[int] = []  # live seqs seen before the horizon was known
+        self._refilling = False
+        self._inflight: tuple[int, ...] | None = None
+        self._in_emit = False
+        self._completed = False
+        self._finished = False
+        self._disposed = False
+        self._flush: FlushToken | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._spawn(self._start())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _start(self) -> None:
+        count, horizon = await self._owner.store.backlog(self._owner.endpoint)
+        self._horizon = horizon
+        self._count_in(count + sum(1 for seq in self._early if seq > horizon))
+        self._early.clear()
+        self._drain()
+
+    def _count_in(self, events: int) -> None:
+        self._owner.pending += events
+        if self._owner.on_ingress is not None and events:
+            self._owner.on_ingress(events)
+
+    # -- upstream ------------------------------------------------------------------------------
+
+    def on_next(self, value: Stored) -> None:
+        seq = value[0]
+        if self._horizon is None:
+            self._early.append(seq)
+        elif seq > self._horizon:
+            self._count_in(1)
+        if seq <= self._max_seen:
+            return  # already read back from the store
+        self._max_seen = seq
+        if self._disk_after is None and len(self._memory) < self._owner.window:
+            self._memory.append(value)
+        elif self._disk_after is None:
+            # the window is full: from here on the backlog stays on disk only
+            self._disk_after = self._memory[-1][0]
+        if self._inflight is None:
+            self._drain()
+
+    def on_error(self, error: Exception) -> None:
+        self.on_completed()
+
+    def on_completed(self) -> None:
+        if self._completed:
+            return
+        self._completed = True
+        self._flush = join_flush(lambda: self._owner.pending)
+        self._maybe_finish()
+
+    def dispose(self) -> None:
+        self._disposed = True
+        for task in list(self._tasks):
+            task.cancel()
+        if self._flush is not None:
+            self._flush.done()
+            self._flush = None
+
+    # -- downstream ----------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        while not self._disposed and self._inflight is None:
+            if not self._memory:
+                if self._disk_after is not None:
+                    if not self._refilling and self._horizon is not None:
+                        self._refilling = True
+                        self._spawn(self._refill(self._disk_after))
+                else:
+                    self._maybe_finish()
+                return
+            size = min(self._owner.block_size, len(self._memory))
+            stored = [self._memory.popleft() for _ in range(size)]
+            self._inflight = tuple(seq for seq, _ in stored)
+            self._owner.in_flight += 1
+            self._in_emit = True
+            try:
+                emit(self._next, tuple(event for _, event in stored), self._settled)
+            finally:
+                self._in_emit = False
+
+    async def _refill(self, after: int) -> None:
+        try:
+            rows = await self._owner.store.read(self._owner.endpoint, after, self._owner.window)
+        except Exception as exc:
+            log.error("%s: reading the backlog failed, retrying: %s", self._owner.endpoint, exc)
+            await asyncio.sleep(1.0)
+            self._refilling = False
+            self._drain()
+            return
+        self._refilling = False
+        self._memory.extend(rows)
+        last = rows[-1][0] if rows else after
+        self._max_seen = max(self._max_seen, last)
+        if len(rows) < self._owner.window and last >= self._max_seen:
+            self._disk_after = None  # caught up: live events go to memory again
+        else:
+            self._disk_after = last
+        self._drain()
+
+    def _settled(self, error: BaseException | None) -> None:
+        seqs = self._inflight or ()
+        if isinstance(error, SinkClosedError):
+            # closing: the block stays in the store and goes after the restart
+            self._release(seqs, None)
+            return
+        self._spawn(self._record(seqs, error))
+
+    async def _record(self, seqs: tuple[int, ...], error: BaseException | None) -> None:
+        owner = self._owner
+        while not self._disposed:
+            try:
+                if error is None:
+                    await owner.store.confirm(owner.endpoint, seqs)
+                else:
+                    await owner.store.dead_letter(
+                        owner.endpoint, seqs, str(error) or type(error).__name__, owner.attempts()
+                    )
+                break
+            except Exception as exc:
+                # the receiver has the block but the store could not note it: keep trying, and
+                # hold the next block back so order and at-most-once-per-confirm are kept
+                owner.failures += 1
+                log.error("%s: store write failed, retrying: %s", owner.endpoint, exc)
+                await asyncio.sleep(0.5)
+        self._release(seqs, error)
+
+    def _release(self, seqs: tuple[int, ...], error: BaseException | None) -> None:
+        owner = self._owner
+        self._inflight = None
+        owner.in_flight -= 1
+        owner.pending -= len(seqs)
+        if owner.on_egress is not None:
+            owner.on_egress(len(seqs))
+        if not self._in_emit:
+            self._drain()
+
+    def _maybe_finish(self) -> None:
+        if (
+            not self._completed
+            or self._finished
+            or self._inflight is not None
+            or self._memory
+            or self._disk_after is not None
+        ):
+            return
+        self._finished = True
+        token, self._flush = self._flush, None
+        with flush_scope(token):
+            self._observer.on_completed()
+        if token is not None:
+            token.done()

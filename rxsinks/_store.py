@@ -1,0 +1,423 @@
+"""The durable store behind the per-endpoint queues: embedded SQLite (WAL), no server.
+
+Layout: one log of accepted events (``events``: seq -> the event's JSON as received), one row per
+event and endpoint still to deliver (``deliveries``: endpoint, seq), and dead letters
+(``dead_letters``). The ingest commits events *and* their delivery rows in one transaction
+before it answers 2xx; an endpoint deletes its row only after the receiver confirmed (2xx/3xx),
+and the next block of that endpoint goes only after that delete committed. So after any crash or
+restart, every accepted event is delivered to every endpoint that had not confirmed it, in seq
+order, and nothing confirmed is sent again (at-least-once: only the attempt in flight at the
+crash can repeat; receivers dedupe on the event id / ``webhook-id``).
+
+All I/O runs on one dedicated thread with its own connection, never on the event loop. The
+thread commits whatever work is waiting in one transaction (group commit), so ingest throughput
+stays close to memory mode under concurrency. Events whose deliveries are all done are compacted
+away, keeping ``retention`` seconds of history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import queue as thread_queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ._event import Event, encode_event
+from ._exceptions import RxSinksError
+
+__all__ = ["DeadLetterRecord", "SQLiteStore", "StoreError"]
+
+log = logging.getLogger("rxsinks.store")
+
+_R = TypeVar("_R")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    body TEXT NOT NULL,
+    accepted REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    endpoint TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (endpoint, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    endpoint TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    time REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_letters_endpoint ON dead_letters (endpoint, seq);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+_FORMAT = "rxsinks-store-1"
+
+
+class StoreError(RxSinksError):
+    """The store cannot be opened or written (corrupt, unwritable, disk full)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRecord:
+    """A dead letter kept in the store.
+
+    Attributes:
+        id: the record's id.
+        endpoint: the endpoint that gave the event up.
+        seq: the event's position in the log.
+        event: the event.
+        error: the last error, as text.
+        attempts: attempts made.
+        time: when it was given up (unix seconds).
+    """
+
+    id: int
+    endpoint: str
+    seq: int
+    event: Event
+    error: str
+    attempts: int
+    time: float
+
+
+class _Job:
+    __slots__ = ("fn", "future", "loop")
+
+    def __init__(
+        self,
+        fn: Callable[[sqlite3.Connection], Any],
+        loop: asyncio.AbstractEventLoop | None,
+        future: asyncio.Future[Any] | None,
+    ) -> None:
+        self.fn = fn
+        self.loop = loop
+        self.future = future
+
+
+class SQLiteStore:
+    """An embedded, durable store for the relay's queues. See the module docstring.
+
+    Args:
+        path: the database file (created if missing).
+        retention: seconds to keep delivered events before compaction deletes them.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, retention: float = 0.0) -> None:
+        self.path = Path(path)
+        self.retention = retention
+        self._jobs: thread_queue.SimpleQueue[_Job | None] = thread_queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open (or create) the database; raises :class:`StoreError` with a clear message."""
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+
+        def report(error: BaseException | None) -> None:
+            if ready.done():
+                return
+            if error is None:
+                ready.set_result(None)
+            else:
+                ready.set_exception(error)
+
+        self._thread = threading.Thread(
+            target=self._run, args=(loop, report), name=f"rxsinks-store:{self.path}", daemon=True
+        )
+        self._thread.start()
+        await ready
+
+    def _connect(self) -> sqlite3.Connection:
+        path = self.path
+        if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+            raise StoreError(f"store {path}: not readable and writable by this user")
+        parent = path.parent if str(path.parent) else Path(".")
+        if not path.exists() and not os.access(parent, os.W_OK):
+            raise StoreError(f"store {path}: cannot create it, directory {parent} not writable")
+        try:
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=OFF")
+            db.executescript(_SCHEMA)
+            row = db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta (key, value) VALUES ('format', ?)", (_FORMAT,))
+            elif row[0] != _FORMAT:
+                raise StoreError(f"store {path}: format {row[0]!r}, expected {_FORMAT!r}")
+            check = db.execute("PRAGMA quick_check").fetchone()
+            if check is None or check[0] != "ok":
+                raise StoreError(f"store {path}: integrity check failed: {check}")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"store {path}: {exc} (is it an rxsinks store? not deleting it)"
+            ) from exc
+        return db
+
+    def _run(
+        self, loop: asyncio.AbstractEventLoop, report: Callable[[BaseException | None], None]
+    ) -> None:
+        try:
+            db = self._connect()
+        except BaseException as exc:
+            loop.call_soon_threadsafe(report, exc)
+            return
+        loop.call_soon_threadsafe(report, None)
+        try:
+            while True:
+                job = self._jobs.get()
+                batch = [job]
+                # group commit: everything already waiting goes into the same transaction
+                while True:
+                    try:
+                        batch.append(self._jobs.get_nowait())
+                    except thread_queue.Empty:
+                        break
+                stop = any(item is None for item in batch)
+                self._execute(db, [item for item in batch if item is not None])
+                if stop:
+                    return
+        finally:
+            db.close()
+
+    def _execute(self, db: sqlite3.Connection, jobs: list[_Job]) -> None:
+        if not jobs:
+            return
+        results: list[tuple[_Job, Any, BaseException | None]] = []
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for job in jobs:
+                db.execute("SAVEPOINT job")
+                try:
+                    results.append((job, job.fn(db), None))
+                    db.execute("RELEASE job")
+                except Exception as exc:
+                    db.execute("ROLLBACK TO job")
+                    db.execute("RELEASE job")
+                    results.append((job, None, _store_error(self.path, exc)))
+            db.execute("COMMIT")
+        except Exception as exc:
+            # the commit itself failed (disk full...): nothing of this batch is durable
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            failure = _store_error(self.path, exc)
+            results = [(job, None, failure) for job in jobs]
+        for job, result, error in results:
+            if job.future is not None and job.loop is not None:
+                job.loop.call_soon_threadsafe(_resolve, job.future, result, error)
+            elif error is not None:
+                log.error("store: %s", error)
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], _R]) -> _R:
+        if self._closed or self._thread is None:
+            raise StoreError(f"store {self.path} is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_R] = loop.create_future()
+        self._jobs.put(_Job(fn, loop, future))
+        return await future
+
+    async def close(self) -> None:
+        """Finish pending work and close the database."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is not None:
+            self._jobs.put(None)
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+
+    # -- the log -------------------------------------------------------------------------------
+
+    async def append(self, events: Sequence[Event], routes: Sequence[Sequence[str]]) -> list[int]:
+        """Commit ``events`` and, for each, a delivery row per endpoint in ``routes[i]``.
+
+        Returns the events' seqs once the transaction is durable.
+
+        Raises:
+            StoreError: nothing was stored (the caller must not acknowledge the events).
+        """
+        bodies = [encode_event(event) for event in events]
+        now = time.time()
+
+        def insert(db: sqlite3.Connection) -> list[int]:
+            seqs = []
+            cursor = db.cursor()
+            for body in bodies:
+                cursor.execute("INSERT INTO events (body, accepted) VALUES (?, ?)", (body, now))
+                seqs.append(int(cursor.lastrowid or 0))
+            rows = [(name, seq) for seq, names in zip(seqs, routes, strict=True) for name in names]
+            cursor.executemany("INSERT INTO deliveries (endpoint, seq) VALUES (?, ?)", rows)
+            return seqs
+
+        return await self._call(insert)
+
+    async def read(self, endpoint: str, after: int, limit: int) -> list[tuple[int, Event]]:
+        """Undelivered events of ``endpoint`` with seq > ``after``, in order, at most ``limit``."""
+
+        def select(db: sqlite3.Connection) -> list[tuple[int, Event]]:
+            rows = db.execute(
+                "SELECT e.seq, e.body FROM deliveries d JOIN events e ON e.seq = d.seq "
+                "WHERE d.endpoint = ? AND d.seq > ? ORDER BY d.seq LIMIT ?",
+                (endpoint, after, limit),
+            ).fetchall()
+            return [(seq, Event._wrap(json.loads(body))) for seq, body in rows]
+
+        return await self._call(select)
+
+    async def backlog(self, endpoint: str) -> tuple[int, int]:
+        """How many deliveries ``endpoint`` has to do, and the highest seq in the log."""
+
+        def count(db: sqlite3.Connection) -> tuple[int, int]:
+            query = "SELECT COUNT(*) FROM deliveries WHERE endpoint = ?"
+            pending = int(db.execute(query, (endpoint,)).fetchone()[0])
+            top = db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+            return pending, int(top)
+
+        return await self._call(count)
+
+    async def pending(self, endpoint: str | None = None) -> int:
+        """How many deliveries are still to do (for one endpoint, or all)."""
+
+        def count(db: sqlite3.Connection) -> int:
+            if endpoint is None:
+                return int(db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0])
+            query = "SELECT COUNT(*) FROM deliveries WHERE endpoint = ?"
+            return int(db.execute(query, (endpoint,)).fetchone()[0])
+
+        return await self._call(count)
+
+    async def confirm(self, endpoint: str, seqs: Sequence[int]) -> None:
+        """The receiver confirmed these events: never deliver them to ``endpoint`` again."""
+        rows = [(endpoint, seq) for seq in seqs]
+
+        def delete(db: sqlite3.Connection) -> None:
+            db.executemany("DELETE FROM deliveries WHERE endpoint = ? AND seq = ?", rows)
+
+        await self._call(delete)
+
+    async def dead_letter(
+        self, endpoint: str, seqs: Sequence[int], error: str, attempts: int
+    ) -> None:
+        """Move these deliveries to the dead letters, with the reason."""
+        now = time.time()
+
+        def move(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "DELETE FROM deliveries WHERE endpoint = ? AND seq = ?",
+                [(endpoint, seq) for seq in seqs],
+            )
+            db.executemany(
+                "INSERT INTO dead_letters (endpoint, seq, error, attempts, time) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(endpoint, seq, error, attempts, now) for seq in seqs],
+            )
+
+        await self._call(move)
+
+    async def dead_letters(
+        self, endpoint: str | None = None, since: float | None = None, limit: int = 10_000
+    ) -> list[DeadLetterRecord]:
+        """Dead letters, oldest first (optionally for one endpoint, given up since a time)."""
+
+        def select(db: sqlite3.Connection) -> list[DeadLetterRecord]:
+            query = (
+                "SELECT d.id, d.endpoint, d.seq, e.body, d.error, d.attempts, d.time "
+                "FROM dead_letters d JOIN events e ON e.seq = d.seq WHERE 1=1"
+            )
+            args: list[Any] = []
+            if endpoint is not None:
+                query += " AND d.endpoint = ?"
+                args.append(endpoint)
+            if since is not None:
+                query += " AND d.time >= ?"
+                args.append(since)
+            query += " ORDER BY d.id LIMIT ?"
+            args.append(limit)
+            return [
+                DeadLetterRecord(i, name, seq, Event._wrap(json.loads(body)), err, n, t)
+                for i, name, seq, body, err, n, t in db.execute(query, args).fetchall()
+            ]
+
+        return await self._call(select)
+
+    async def replay(
+        self, endpoint: str | None = None, since: float | None = None
+    ) -> list[tuple[str, int]]:
+        """Put dead letters back on their endpoints' queues; returns (endpoint, seq) replayed."""
+
+        def move(db: sqlite3.Connection) -> list[tuple[str, int]]:
+            query = "SELECT id, endpoint, seq FROM dead_letters WHERE 1=1"
+            args: list[Any] = []
+            if endpoint is not None:
+                query += " AND endpoint = ?"
+                args.append(endpoint)
+            if since is not None:
+                query += " AND time >= ?"
+                args.append(since)
+            rows = db.execute(query + " ORDER BY id", args).fetchall()
+            db.executemany(
+                "INSERT OR IGNORE INTO deliveries (endpoint, seq) VALUES (?, ?)",
+                [(name, seq) for _, name, seq in rows],
+            )
+            db.executemany("DELETE FROM dead_letters WHERE id = ?", [(i,) for i, _, _ in rows])
+            return [(name, seq) for _, name, seq in rows]
+
+        return await self._call(move)
+
+    async def compact(self) -> int:
+        """Delete events nobody needs any more (delivered everywhere, not dead letters, older
+        than ``retention``); returns how many."""
+        horizon = time.time() - self.retention
+
+        def delete(db: sqlite3.Connection) -> int:
+            cursor = db.execute(
+                "DELETE FROM events WHERE accepted < ? "
+                "AND seq < COALESCE((SELECT MIN(seq) FROM deliveries), 1 << 62) "
+                "AND seq NOT IN (SELECT seq FROM dead_letters)",
+                (horizon,),
+            )
+            return cursor.rowcount
+
+        return await self._call(delete)
+
+    async def endpoints(self) -> list[str]:
+        """Endpoint names that have deliveries or dead letters in the store."""
+
+        def select(db: sqlite3.Connection) -> list[str]:
+            rows = db.execute(
+                "SELECT endpoint FROM deliveries UNION SELECT endpoint FROM dead_letters"
+            ).fetchall()
+            return sorted(row[0] for row in rows)
+
+        return await self._call(select)
+
+
+def _store_error(path: Path, exc: BaseException) -> BaseException:
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, sqlite3.Error):
+        return StoreError(f"store {path}: {exc}")
+    return exc
+
+
+def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

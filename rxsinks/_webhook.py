@@ -1,0 +1,939 @@
+"""The HTTP sink: POST each block of events to a webhook endpoint with aiohttp.
+
+This is the only module of rxsinks that imports aiohttp's client. A :class:`WebhookSink` is an
+observer of blocks (sequences of :class:`~rxsinks.Event`); each block becomes one POST of
+``{"events": [...]}`` with every event written exactly as received.
+
+What counts as success, like the registry: a *final* status of 200..399. Redirects are handled
+without aiohttp's own redirect logic, because 301/302/303 turn a POST into a GET without its body;
+``redirects=`` chooses:
+
+``"safe"`` (the default)
+    307 and 308 with a ``Location`` are followed, re-POSTing the same body and headers (the
+    signature too: it covers the body, not the URL), up to :data:`MAX_REDIRECTS` hops within the
+    one ``timeout``. When the new URL has another origin (scheme, host, port), the credential
+    headers (those redacted in logs) are not sent there. 301, 302 and 303 *with* a ``Location``
+    are failures: :class:`~rxsinks.WebhookStatusError` with a note saying to point the endpoint at
+    the new URL. Any 3xx *without* a ``Location`` is a success, as in the registry.
+``"none"``
+    No redirect is followed: every 3xx is a success.
+
+Failures, all subclasses of :class:`~rxsinks.DeliveryError` naming the endpoint and the block:
+
+* no response (DNS, refused, reset, TLS, timeout): :class:`~rxsinks.DeliveryError` whose
+  message names the cause, chained to aiohttp's exception;
+* ``410 Gone``: the endpoint asked never to be called again. The sink disables itself, logs one
+  WARNING, and fails this and every later block with :class:`~rxsinks.EndpointDisabledError`
+  without sending it;
+* a status listed in ``permanent_statuses``: :class:`~rxsinks.PermanentDeliveryError`;
+* any other status: :class:`~rxsinks.WebhookStatusError`; for 429 and 503 its ``retry_after``
+  holds the ``Retry-After`` delay in seconds (delta-seconds or HTTP-date), capped.
+
+Connections: every sink on one event loop shares one :class:`aiohttp.ClientSession` (keep-alive,
+connection reuse; reference counted, closed with its last sink). Response bodies are always read
+to the end and released, so a connection goes back to the pool after each request (the
+registry leaked them, distribution#473).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import http
+import importlib.metadata
+import logging
+import math
+import os
+import re
+import socket
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC
+from typing import Any, Final, Literal
+
+import aiohttp
+from multidict import CIMultiDict
+from reactivex import abc
+from yarl import URL
+
+from rxsinks._event import MEDIA_TYPE_V1, Event, encode_envelope
+from rxsinks._exceptions import (
+    SINK_CLOSED,
+    DeliveryError,
+    EndpointDisabledError,
+    PermanentDeliveryError,
+    WebhookStatusError,
+)
+from rxsinks._flow import FlushToken, Handoff, hold, join_flush
+from rxsinks._signing import message_id, parse_secret, signature_headers
+from rxsinks._tls import PathArg, client_ssl
+
+__all__ = [
+    "MAX_REDIRECTS",
+    "Attempt",
+    "HeaderValues",
+    "RedirectPolicy",
+    "WebhookSink",
+    "parse_retry_after",
+]
+
+logger = logging.getLogger(__name__)
+
+RedirectPolicy = Literal["safe", "none"]
+"""How a :class:`WebhookSink` treats 3xx answers; see the module docstring."""
+
+HeaderValues = str | Iterable[str]
+"""One header value, or several (each sent as its own header line, as the registry does)."""
+
+MAX_REDIRECTS: Final = 10
+"""How many 307/308 hops one attempt follows before it fails."""
+
+_REDACTED: Final = "<redacted>"
+
+# Always sensitive, whatever the configuration says: they carry credentials.
+_SENSITIVE_HEADERS: Final = frozenset({"authorization", "proxy-authorization", "cookie"})
+_SIGNATURE_HEADERS: Final = ("webhook-id", "webhook-timestamp", "webhook-signature")
+# Set by the sink itself; a configured value would clash with the body it sends.
+_RESERVED_HEADERS: Final = frozenset({"content-type", "content-length", "transfer-encoding"})
+_RETRY_AFTER_STATUSES: Final = frozenset({429, 503})
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_DELTA_SECONDS = re.compile(r"[0-9]+")
+# The start of a failed response's body goes into the error's notes, to show why it failed.
+_BODY_NOTE_BYTES: Final = 200
+_READ_CHUNK: Final = 65536
+
+try:
+    _USER_AGENT = f"rxsinks/{importlib.metadata.version('rxsinks')}"
+except importlib.metadata.PackageNotFoundError:  # running from a source tree
+    _USER_AGENT = "rxsinks"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One HTTP attempt at delivering a block, as reported to ``on_attempt``.
+
+    Attributes:
+        events: how many events the block held.
+        status: the final HTTP status, or ``None`` when no response came (transport error).
+        reason: the status text, e.g. ``"OK"``, ``"Temporary Redirect"`` (``""`` with no status).
+        error: the failure, or ``None`` when the block was delivered.
+        duration: seconds from the first byte sent to the end of the last response (all hops).
+        url: the URL requested last (after redirects), with any user info redacted.
+    """
+
+    events: int
+    status: int | None
+    reason: str
+    error: BaseException | None
+    duration: float
+    url: str
+
+    @property
+    def ok(self) -> bool:
+        """Whether the block was delivered."""
+        return self.error is None
+
+    @property
+    def status_text(self) -> str | None:
+        """``"code text"`` as the registry's ``Statuses`` metric keys it (``"200 OK"``)."""
+        if self.status is None:
+            return None
+        return f"{self.status} {self.reason}".rstrip()
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Read a ``Retry-After`` header: delta-seconds or an HTTP-date (RFC 9110 section 10.2.3).
+
+    Args:
+        value: the header value, or ``None`` when absent.
+        now: the current unix time, for HTTP-dates; ``time.time()`` when ``None``.
+
+    Returns:
+        Seconds to wait (0 for a date in the past), or ``None`` when absent or unreadable.
+
+    Example:
+        >>> parse_retry_after("120")
+        120.0
+        >>> parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0)
+        10.0
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if _DELTA_SECONDS.fullmatch(text):
+        return float(int(text))
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # an HTTP-date is always GMT
+        when = when.replace(tzinfo=UTC)
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def _phrase(status: int, fallback: str | None) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return fallback or ""
+
+
+# --------------------------------------------------------------------------- shared sessions
+
+
+class _SharedSession:
+    """One loop's client session and how many sinks use it."""
+
+    __slots__ = ("session", "users")
+
+    def __init__(self) -> None:
+        self.session = aiohttp.ClientSession(
+            # one session serves every endpoint: no cookie may travel from one to another
+            cookie_jar=aiohttp.DummyCookieJar(),
+            headers={"User-Agent": _USER_AGENT},
+            raise_for_status=False,
+        )
+        self.users = 0
+
+
+_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SharedSession] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _acquire_session(loop: asyncio.AbstractEventLoop) -> _SharedSession:
+    shared = _sessions.get(loop)
+    if shared is None or shared.session.closed:
+        shared = _sessions[loop] = _SharedSession()
+    shared.users += 1
+    return shared
+
+
+async def _release_session(loop: asyncio.AbstractEventLoop, shared: _SharedSession) -> None:
+    shared.users -= 1
+    if shared.users > 0:
+        return
+    # a sink acquiring from now on gets a new session rather than this closing one
+    if _sessions.get(loop) is shared:
+        del _sessions[loop]
+    await shared.session.close()
+
+
+# --------------------------------------------------------------------------- argument checks
+
+
+def _check_url(url: object) -> URL:
+    if not isinstance(url, str | URL):
+        raise TypeError(f"url must be a str, got {type(url).__name__}")
+    try:
+        parsed = URL(url)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"url {str(url)!r} is not a valid URL: {exc}") from None
+    if parsed.scheme not in ("http", "https"):
+        raise ValueError(f"url must start with http:// or https://, got {_display(parsed)!r}")
+    if not parsed.host:
+        raise ValueError(f"url has no host: {_display(parsed)!r}")
+    return parsed
+
+
+def _display(url: URL) -> str:
+    # user info in a URL is a credential (a password, or a token as the user name): never show it
+    if url.user is None and url.password is None:
+        return str(url)
+    return str(url.with_password(None).with_user("***"))
+
+
+def _check_number(argument: str, value: object, *, positive: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{argument} must be a number of seconds, got {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number) or number < 0 or (positive and number == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise ValueError(f"{argument} must be a finite number of seconds {bound}, got {value!r}")
+    return number
+
+
+def _check_header_value(argument: str, name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(
+            f"{argument}[{name!r}] values must be str, got {type(value).__name__} "
+            "(redacted, in case it is a credential)"
+            if name.lower() in _SENSITIVE_HEADERS
+            else f"{argument}[{name!r}] values must be str, got {value!r}"
+        )
+    if _BAD_VALUE_CHARS.search(value):
+        raise ValueError(f"{argument}[{name!r}]: a header value may not contain control characters")
+    return value
+
+
+def _check_headers(headers: object) -> CIMultiDict[str]:
+    result: CIMultiDict[str] = CIMultiDict()
+    if headers is None:
+        return result
+    if not isinstance(headers, Mapping):
+        raise TypeError(
+            f"headers must be a mapping of name -> value or list of values, "
+            f"got {type(headers).__name__}"
+        )
+    items: Iterable[tuple[object, object]] = headers.items()
+    for name, values in items:
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            raise ValueError(f"headers: {name!r} is not a valid header name")
+        if name.lower() in _RESERVED_HEADERS:
+            hint = " (use content_type=)" if name.lower() == "content-type" else ""
+            raise ValueError(f"headers: {name!r} is set by the sink itself{hint}")
+        if isinstance(values, str):
+            values = [values]
+        elif not isinstance(values, Iterable):
+            raise TypeError(
+                f"headers[{name!r}] must be a str or a list of str, got {type(values).__name__}"
+            )
+        for value in values:
+            result.add(name, _check_header_value("headers", name, value))
+    return result
+
+
+def _check_statuses(statuses: object) -> frozenset[int]:
+    if not isinstance(statuses, Iterable) or isinstance(statuses, str | bytes):
+        raise TypeError(
+            f"permanent_statuses must be a collection of ints, got {type(statuses).__name__}"
+        )
+    result = set()
+    for status in statuses:
+        if isinstance(status, bool) or not isinstance(status, int):
+            raise TypeError(f"permanent_statuses: {status!r} is not an int")
+        if not 300 <= status <= 599:
+            raise ValueError(
+                f"permanent_statuses: {status} is not a failure status (expected 300..599; "
+                "200..299 always succeed)"
+            )
+        result.add(status)
+    return frozenset(result)
+
+
+# --------------------------------------------------------------------------- responses
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """The final response of one attempt (after any redirects it followed)."""
+
+    status: int
+    reason: str
+    url: URL
+    location: str | None
+    retry_after: str | None
+    body: bytes
+    problem: str | None = None
+    """Why a 3xx answer is a failure (a redirect that was not followed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _NoAnswer:
+    """A request that got no response: DNS, connect, TLS, reset, timeout."""
+
+    url: URL
+    error: DeliveryError
+
+
+class WebhookSink(abc.ObserverBase[Sequence[Event]]):
+    """Deliver each block of events with one HTTP POST (an observer ending a pipeline).
+
+    Blocks arrive through :meth:`on_next`. When the stage above offers a handoff (see
+    :mod:`rxsinks._flow`), the sink holds it and settles it when the POST is over: ``None`` on
+    success, the exception on failure; otherwise the block is delivered fire-and-forget and a
+    failure is logged at WARNING. :meth:`on_next` never raises. Blocks are delivered
+    concurrently as they arrive (the queue above keeps one in flight per endpoint). An empty block
+    is settled at once without a request. After completion (or :meth:`aclose`), every block is
+    settled with :data:`~rxsinks.SINK_CLOSED`.
+
+    :meth:`on_completed` and :meth:`on_error` close the sink: they join the current flush group,
+    wait for the requests in flight, release the shared session, then leave the group.
+
+    Args:
+        url: the endpoint, ``http://`` or ``https://``.
+        name: the endpoint's name in errors and logs (default: the URL, user info redacted).
+        headers: extra request headers, ``{"Authorization": ["Bearer x"]}`` or plain strings;
+            every value is sent (appended, as the registry does).
+        timeout: seconds for a whole attempt: connect, send, redirects, read the answer.
+        content_type: the request's ``Content-Type`` (registry 2.x's by default;
+            :data:`~rxsinks.MEDIA_TYPE_V2` for registry 3, or any string).
+        secret: a Standard Webhooks secret ``whsec_<base64>``: each request then carries
+            ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature`` over the body sent.
+        secret_headers: more header names whose values are credentials (``Authorization``,
+            ``Proxy-Authorization`` and ``Cookie`` always are): redacted in ``repr()``, logs and
+            errors, and not forwarded to another origin on a redirect.
+        ca_file: PEM bundle of CAs to trust instead of the system's.
+        cert_file: PEM client certificate (mutual TLS); may also hold the key.
+        key_file: PEM private key of the client certificate, if not in ``cert_file``.
+        verify_tls: ``False`` skips server certificate checks (logged once at WARNING).
+        redirects: ``"safe"`` or ``"none"``; see the module docstring.
+        permanent_statuses: statuses (300..599) that fail with
+            :class:`~rxsinks.PermanentDeliveryError`, which retry operators do not retry.
+        retry_after_cap: the longest ``Retry-After`` honoured, in seconds.
+        on_attempt: called with an :class:`Attempt` after every HTTP attempt (for metrics).
+            Exceptions it raises are logged and ignored.
+
+    Raises:
+        TypeError: an argument has the wrong type (the message names it).
+        ValueError: an argument has a wrong value, e.g. a URL that is not http(s), a secret
+            without the ``whsec_`` prefix, a missing or invalid certificate file (named).
+
+    Example:
+        >>> sink = WebhookSink("https://hooks.example.com/registry",
+        ...                    headers={"Authorization": "Bearer s3cr3t"}, timeout=2.0)
+        >>> sink
+        WebhookSink('https://hooks.example.com/registry', headers={'Authorization': '<redacted>'})
+    """
+
+    def __init__(
+        self,
+        url: str | URL,
+        *,
+        name: str | None = None,
+        headers: Mapping[str, HeaderValues] | None = None,
+        timeout: float = 1.0,
+        content_type: str = MEDIA_TYPE_V1,
+        secret: str | None = None,
+        secret_headers: Iterable[str] = (),
+        ca_file: PathArg | None = None,
+        cert_file: PathArg | None = None,
+        key_file: PathArg | None = None,
+        verify_tls: bool = True,
+        redirects: RedirectPolicy = "safe",
+        permanent_statuses: Iterable[int] = (),
+        retry_after_cap: float = 300.0,
+        on_attempt: Callable[[Attempt], None] | None = None,
+    ) -> None:
+        self._url = _check_url(url)
+        self._display_url = _display(self._url)
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
+        self._name = name or self._display_url
+        self._timeout = _check_number("timeout", timeout, positive=True)
+        if not isinstance(content_type, str) or not content_type.strip():
+            raise ValueError(f"content_type must be a non-empty str, got {content_type!r}")
+        _check_header_value("content_type", "Content-Type", content_type)
+        if isinstance(secret_headers, str):
+            secret_headers = (secret_headers,)
+        if not isinstance(secret_headers, Iterable):
+            raise TypeError(
+                f"secret_headers must be a collection of header names, "
+                f"got {type(secret_headers).__name__}"
+            )
+        secret_names = set(_SENSITIVE_HEADERS)
+        for header in secret_headers:
+            if not isinstance(header, str) or not _HEADER_NAME.fullmatch(header):
+                raise ValueError(f"secret_headers: {header!r} is not a valid header name")
+            secret_names.add(header.lower())
+        self._secret_names = frozenset(secret_names)
+        self._key = None if secret is None else parse_secret(secret)
+        self._config_headers = _check_headers(headers)
+        if self._key is not None:
+            clash = [n for n in self._config_headers if n.lower() in _SIGNATURE_HEADERS]
+            if clash:
+                raise ValueError(f"headers: {clash[0]!r} is set by the signature (secret=)")
+        if (self._url.user or self._url.password) and "Authorization" in self._config_headers:
+            raise ValueError(
+                "url carries credentials (user info) and headers has Authorization: keep one"
+            )
+        self._headers = CIMultiDict(self._config_headers)
+        self._headers["Content-Type"] = content_type
+        self._content_type = content_type
+        if redirects not in ("safe", "none"):
+            raise ValueError(f"redirects must be 'safe' or 'none', got {redirects!r}")
+        self._redirects: RedirectPolicy = redirects
+        self._permanent = _check_statuses(permanent_statuses)
+        self._retry_after_cap = _check_number("retry_after_cap", retry_after_cap, positive=False)
+        if on_attempt is not None and not callable(on_attempt):
+            raise TypeError(f"on_attempt must be callable, got {type(on_attempt).__name__}")
+        self._on_attempt = on_attempt
+        # last: it reads files, so the cheap mistakes are reported first
+        self._ssl = client_ssl(
+            ca_file=ca_file, cert_file=cert_file, key_file=key_file, verify=verify_tls
+        )
+
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._shared: _SharedSession | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._in_flight = 0  # events in blocks not yet settled
+        self._stopped = False  # completed, failed or closing: no new block is taken
+        self._close_task: asyncio.Task[None] | None = None
+        self._disabled_reason: str | None = None
+        if not verify_tls:
+            logger.warning(
+                "webhook %s: TLS certificate verification is disabled (verify_tls=False)",
+                self._name,
+            )
+
+    # ------------------------------------------------------------------ introspection
+
+    @property
+    def name(self) -> str:
+        """The endpoint's name in errors and logs."""
+        return self._name
+
+    @property
+    def url(self) -> str:
+        """The endpoint URL, with any user info (credentials) redacted."""
+        return self._display_url
+
+    @property
+    def closed(self) -> bool:
+        """Whether the sink was completed or closed (blocks now settle with ``SINK_CLOSED``)."""
+        return self._stopped
+
+    @property
+    def disabled(self) -> bool:
+        """Whether the endpoint answered ``410 Gone`` (blocks now fail without a request)."""
+        return self._disabled_reason is not None
+
+    @property
+    def disabled_reason(self) -> str | None:
+        """Why the sink is disabled, or ``None``."""
+        return self._disabled_reason
+
+    @property
+    def in_flight(self) -> int:
+        """Events in blocks taken by :meth:`on_next` and not settled yet."""
+        return self._in_flight
+
+    def _redacted_headers(self) -> dict[str, str | list[str]]:
+        shown: dict[str, str | list[str]] = {}
+        for name in self._config_headers:
+            if name in shown:
+                continue
+            values = self._config_headers.getall(name)
+            if name.lower() in self._secret_names:
+                values = [_REDACTED] * len(values)
+            shown[name] = values[0] if len(values) == 1 else values
+        return shown
+
+    def __repr__(self) -> str:
+        parts = [repr(self._display_url)]
+        if self._name != self._display_url:
+            parts.append(f"name={self._name!r}")
+        if self._config_headers:
+            parts.append(f"headers={self._redacted_headers()!r}")
+        if self._content_type != MEDIA_TYPE_V1:
+            parts.append(f"content_type={self._content_type!r}")
+        if self._key is not None:
+            parts.append("secret=<redacted>")
+        if self._disabled_reason is not None:
+            parts.append("disabled=True")
+        if self._stopped:
+            parts.append("closed=True")
+        return f"WebhookSink({', '.join(parts)})"
+
+    # ------------------------------------------------------------------ one attempt
+
+    async def send(self, block: Sequence[Event]) -> Attempt:
+        """POST one block once (following redirects as configured) and report the attempt.
+
+        ``on_attempt`` is called before this returns or raises, whenever a request was made.
+
+        Args:
+            block: the events; an empty block is sent as ``{"events":[]}``.
+
+        Returns:
+            The successful :class:`Attempt`.
+
+        Raises:
+            SinkClosedError: the sink is closed (:data:`~rxsinks.SINK_CLOSED`).
+            EndpointDisabledError: the endpoint answered 410 Gone, now or before.
+            PermanentDeliveryError: a status in ``permanent_statuses``, or a block that cannot
+                be encoded.
+            WebhookStatusError: another status outside 200..399, or a redirect not followed.
+            DeliveryError: no response: the message names the cause.
+        """
+        if self._stopped:
+            raise SINK_CLOSED
+        events = tuple(block)
+        # run as a tracked task so that closing waits for it like for observer deliveries
+        task = asyncio.get_running_loop().create_task(self._send(events))
+        self._track(task)
+        return await task
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._shared is None:
+            self._loop = loop
+            self._shared = _acquire_session(loop)
+        elif loop is not self._loop:
+            raise RuntimeError(
+                f"webhook {self._name}: used on two event loops; create one sink per loop"
+            )
+        return self._shared.session
+
+    def _request_headers(self, events: Sequence[Event], body: bytes) -> CIMultiDict[str]:
+        if self._key is None:
+            return self._headers
+        headers = self._headers.copy()
+        msg_id = message_id((event.id for event in events), body)
+        headers.extend(signature_headers(self._key, msg_id, body))
+        return headers
+
+    async def _send(self, events: tuple[Event, ...]) -> Attempt:
+        if self._disabled_reason is not None:
+            raise EndpointDisabledError(
+                f"webhook {self._name} is disabled: {self._disabled_reason}",
+                status=410,
+                endpoint=self._name,
+                events=events,
+            )
+        try:
+            body = encode_envelope(events)
+        except Exception as exc:
+            raise PermanentDeliveryError(
+                f"webhook {self._name}: the block cannot be encoded: {exc}",
+                endpoint=self._name,
+                events=events,
+            ) from exc
+        session = self._session()
+        headers = self._request_headers(events, body)
+        started = time.perf_counter()
+        answer = await self._exchange(session, body, headers, events)
+        duration = time.perf_counter() - started
+        url = _display(answer.url)
+        if isinstance(answer, _NoAnswer):
+            attempt = Attempt(len(events), None, "", answer.error, duration, url)
+            logger.debug("webhook %s: %s", self._name, answer.error)
+            self._report(attempt)
+            raise answer.error
+        error = None
+        if answer.problem is not None or not 200 <= answer.status < 400:
+            error = self._status_error(answer, events)
+        attempt = Attempt(len(events), answer.status, answer.reason, error, duration, url)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "webhook %s: POST %s -> %s (%d events, %.3f s)",
+                self._name,
+                url,
+                attempt.status_text,
+                len(events),
+                duration,
+            )
+        self._report(attempt)
+        if error is not None:
+            raise error
+        return attempt
+
+    def _report(self, attempt: Attempt) -> None:
+        if self._on_attempt is None:
+            return
+        try:
+            self._on_attempt(attempt)
+        except Exception:
+            logger.exception("webhook %s: on_attempt callback raised", self._name)
+
+    async def _exchange(
+        self,
+        session: aiohttp.ClientSession,
+        body: bytes,
+        headers: CIMultiDict[str],
+        events: tuple[Event, ...],
+    ) -> _Answer | _NoAnswer:
+        """POST, following 307/308 under the "safe" policy."""
+        deadline = time.monotonic() + self._timeout
+        target = self._url
+        hops = 0
+        while True:
+            answer = await self._post(session, target, body, headers, deadline, events)
+            if (
+                isinstance(answer, _NoAnswer)
+                or self._redirects == "none"
+                or not 300 <= answer.status < 400
+                or answer.location is None
+            ):
+                return answer
+            try:
+                redirect: URL | None = answer.url.join(URL(answer.location))
+            except (ValueError, TypeError):
+                redirect = None
+            # a Location may carry user info too: show it the way the endpoint URL is shown
+            shown = repr(answer.location) if redirect is None else repr(_display(redirect))
+            if answer.status not in (307, 308):
+                return replace(
+                    answer,
+                    problem=f"redirect to {shown} not followed: a {answer.status} "
+                    "would turn the POST into a GET without the events; point the endpoint at "
+                    "the new URL",
+                )
+            if hops == MAX_REDIRECTS:
+                return replace(answer, problem=f"stopped after {MAX_REDIRECTS} redirects")
+            if redirect is None or redirect.scheme not in ("http", "https") or not redirect.host:
+                return replace(answer, problem=f"redirect to {shown}: not an http(s) URL")
+            if redirect.origin() != target.origin():
+                # credentials were given for the configured origin, not for wherever it points
+                headers = headers.copy()
+                for name in self._secret_names:
+                    headers.popall(name, None)
+            target = redirect
+            hops += 1
+
+    async def _post(
+        self,
+        session: aiohttp.ClientSession,
+        target: URL,
+        body: bytes,
+        headers: CIMultiDict[str],
+        deadline: float,
+        events: tuple[Event, ...],
+    ) -> _Answer | _NoAnswer:
+        """One request; its body is always read (the start of it kept only on failure)."""
+        remaining = deadline - time.monotonic()
+        try:
+            if remaining <= 0:
+                raise TimeoutError
+            async with session.post(
+                target,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                ssl=self._ssl if target.scheme == "https" else True,
+                timeout=aiohttp.ClientTimeout(total=remaining),
+            ) as response:
+                keep = 0 if 200 <= response.status < 300 else _BODY_NOTE_BYTES
+                start = b""
+                # drained in chunks, not kept: the connection returns to the pool only once the
+                # body was read, and a large answer must not cost memory
+                async for chunk in response.content.iter_chunked(_READ_CHUNK):
+                    if len(start) < keep:
+                        start += chunk[: keep - len(start)]
+                return _Answer(
+                    status=response.status,
+                    reason=_phrase(response.status, response.reason),
+                    url=response.url,
+                    location=response.headers.get("Location"),
+                    retry_after=response.headers.get("Retry-After"),
+                    body=start,
+                )
+        except Exception as exc:
+            cause = _describe_transport_error(exc, self._timeout)
+            error = DeliveryError(
+                f"POST {_display(target)} failed: {cause}", endpoint=self._name, events=events
+            )
+            error.__cause__ = exc  # as `raise ... from exc` would: the original stays visible
+            return _NoAnswer(target, error)
+
+    def _status_error(self, answer: _Answer, events: tuple[Event, ...]) -> DeliveryError:
+        url = _display(answer.url)
+        text = f"{answer.status} {answer.reason}".rstrip()
+        error: DeliveryError
+        if answer.status == 410:
+            reason = f"{url} answered {text}"
+            if self._disabled_reason is None:
+                self._disabled_reason = reason
+                logger.warning(
+                    "webhook %s: disabled: %s; every later block fails without a request",
+                    self._name,
+                    reason,
+                )
+            error = EndpointDisabledError(
+                f"webhook {self._name} is disabled: {reason}",
+                status=410,
+                endpoint=self._name,
+                events=events,
+            )
+        elif answer.status in self._permanent:
+            error = PermanentDeliveryError(
+                f"{url} answered {text} (a permanent status: not retried)",
+                status=answer.status,
+                endpoint=self._name,
+                events=events,
+            )
+        else:
+            retry_after = None
+            if answer.status in _RETRY_AFTER_STATUSES:
+                retry_after = parse_retry_after(answer.retry_after)
+                if retry_after is not None:
+                    retry_after = min(retry_after, self._retry_after_cap)
+            error = WebhookStatusError(
+                answer.status,
+                url,
+                reason=answer.reason,
+                retry_after=retry_after,
+                endpoint=self._name,
+                events=events,
+            )
+        if answer.problem is not None:
+            error.add_note(answer.problem)
+        if answer.body:
+            error.add_note(f"response body starts with {answer.body.decode('utf-8', 'replace')!r}")
+        return error
+
+    # ------------------------------------------------------------------ observer
+
+    def on_next(self, value: Sequence[Event]) -> None:
+        """Take a block and start its POST; settle the handoff (if offered) when it is over."""
+        handoff = hold()
+        if self._stopped:
+            self._settle(handoff, SINK_CLOSED, len(value) if isinstance(value, Sequence) else 0)
+            return
+        try:
+            events = tuple(value)
+        except TypeError:
+            error = PermanentDeliveryError(
+                f"webhook {self._name}: expected a sequence of events, got {type(value).__name__}",
+                endpoint=self._name,
+            )
+            self._settle(handoff, error, 0)
+            return
+        if not events:
+            self._settle(handoff, None, 0)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            no_loop = DeliveryError(
+                f"webhook {self._name}: a block arrived outside a running asyncio event loop; "
+                "deliver on the loop's thread",
+                endpoint=self._name,
+                events=events,
+            )
+            self._settle(handoff, no_loop, len(events))
+            return
+        self._in_flight += len(events)
+        self._track(loop.create_task(self._deliver(events, handoff)))
+
+    async def _deliver(self, events: tuple[Event, ...], handoff: Handoff | None) -> None:
+        try:
+            await self._send(events)
+        except asyncio.CancelledError:
+            error = DeliveryError(
+                f"webhook {self._name}: delivery cancelled", endpoint=self._name, events=events
+            )
+            self._finish(handoff, events, error)
+            raise
+        except Exception as exc:
+            self._finish(handoff, events, exc)
+        else:
+            self._finish(handoff, events, None)
+
+    def _finish(
+        self, handoff: Handoff | None, events: tuple[Event, ...], error: BaseException | None
+    ) -> None:
+        self._in_flight -= len(events)
+        self._settle(handoff, error, len(events))
+
+    def _settle(self, handoff: Handoff | None, error: BaseException | None, count: int) -> None:
+        if handoff is not None:
+            try:
+                handoff.settle(error)
+            except Exception:
+                logger.exception("webhook %s: a settle callback raised", self._name)
+            return
+        if error is None:
+            return
+        # nobody upstream takes the outcome: the log is the only trace of the lost block
+        if isinstance(error, EndpointDisabledError) and self._disabled_reason is not None:
+            # the one WARNING was logged when the endpoint disabled itself
+            logger.debug("webhook %s: dropped %d events: %s", self._name, count, error)
+        else:
+            logger.warning("webhook %s: %d events not delivered: %s", self._name, count, error)
+
+    def on_error(self, error: Exception) -> None:
+        """Log the upstream failure and close like :meth:`on_completed`."""
+        if self._stopped:
+            return
+        logger.error("webhook %s: the stream failed, closing: %s", self._name, error)
+        self._complete()
+
+    def on_completed(self) -> None:
+        """Close: wait for the requests in flight inside the current flush group, then leave it.
+
+        A second call is harmless.
+        """
+        if self._stopped:
+            return
+        self._complete()
+
+    def _complete(self) -> None:
+        self._stopped = True
+        token = join_flush(remaining=lambda: self._in_flight)
+        if self._close_task is None:
+            loop = self._loop
+            if loop is None:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:
+                    loop = None
+            if loop is None or (not self._tasks and self._shared is None):
+                # never used on a loop: nothing is in flight and nothing to release
+                if token is not None:
+                    token.done()
+                return
+            try:
+                self._close_task = loop.create_task(self._close())
+            except RuntimeError:  # the loop is closed: whatever was in flight is gone with it
+                logger.warning("webhook %s: closed after its event loop", self._name)
+                if token is not None:
+                    token.done()
+                return
+        if token is not None:
+            self._close_task.add_done_callback(_leave_group(token))
+
+    async def aclose(self) -> None:
+        """Close the sink: wait for the requests in flight, then release the shared session.
+
+        Later blocks settle with :data:`~rxsinks.SINK_CLOSED`. Idempotent.
+        """
+        self._stopped = True
+        if self._close_task is None:
+            if not self._tasks and self._shared is None:
+                return
+            self._close_task = asyncio.get_running_loop().create_task(self._close())
+        # shielded: a caller that gives up waiting must not leave the session half released
+        await asyncio.shield(self._close_task)
+
+    async def _close(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        shared, self._shared = self._shared, None
+        if shared is not None and self._loop is not None:
+            await _release_session(self._loop, shared)
+
+
+def _leave_group(token: FlushToken) -> Callable[[asyncio.Task[None]], None]:
+    def leave(_: asyncio.Task[None]) -> None:
+        token.done()
+
+    return leave
+
+
+def _describe_transport_error(exc: BaseException, timeout: float) -> str:
+    """Name the cause of a request that got no response, in words a person can act on."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"TLS certificate verification failed: {exc.certificate_error}"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"cannot resolve host {exc.host!r}: {_os_reason(exc.os_error)}"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return f"TLS handshake failed: {exc}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to {exc.host}:{exc.port}: {_os_reason(exc.os_error)}"
+    if isinstance(exc, TimeoutError):
+        return f"no response within the {timeout:g} s timeout"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection without answering"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return f"the answer was cut short: {exc}"
+    if isinstance(exc, aiohttp.ClientError):
+        return f"connection error ({type(exc).__name__}): {exc}"
+    return f"unexpected {type(exc).__name__}: {exc}"
+
+
+def _os_reason(error: OSError) -> str:
+    if isinstance(error, socket.gaierror):
+        return error.strerror or str(error)
+    # asyncio words a refused connect "Connect call failed (addr)"; the errno says why
+    if error.errno is not None and error.errno > 0:
+        return os.strerror(error.errno)
+    return str(error)
