@@ -21,11 +21,10 @@ import json
 import time
 
 import aiohttp
+from _support import counts, machine, receiver, reset
 
 import rxsinks
 from rxsinks import Event, encode_envelope
-
-from _support import counts, machine, receiver, reset
 
 
 def make_events(count: int) -> list[Event]:
