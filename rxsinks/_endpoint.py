@@ -431,6 +431,7 @@ class Endpoint(abc.ObserverBase[Event]):
         self._outcomes.on_next(outcome)
 
     def _dead_lettered(self, letter: DeadLetter, *, logged: bool = False) -> None:
+        self._last_dead_attempts = letter.attempts  # a durable queue records it with the block
         self._recent_dead.append(letter)
         if not logged and self._user_dead_letters is None and not self._dead_letters.observers:
             log.error(

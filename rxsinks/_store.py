@@ -112,11 +112,21 @@ class SQLiteStore:
     Args:
         path: the database file (created if missing).
         retention: seconds to keep delivered events before compaction deletes them.
+        max_bytes: cap on the database size; past it, appends fail with :class:`StoreError`
+            ("database or disk is full") and nothing is acknowledged, exactly as when the disk
+            itself is full.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, retention: float = 0.0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        retention: float = 0.0,
+        max_bytes: int | None = None,
+    ) -> None:
         self.path = Path(path)
         self.retention = retention
+        self.max_bytes = max_bytes
         self._jobs: thread_queue.SimpleQueue[_Job | None] = thread_queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -155,6 +165,9 @@ class SQLiteStore:
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA foreign_keys=OFF")
             db.executescript(_SCHEMA)
+            if self.max_bytes is not None:
+                page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
+                db.execute(f"PRAGMA max_page_count={max(1, self.max_bytes // page_size)}")
             row = db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
             if row is None:
                 db.execute("INSERT INTO meta (key, value) VALUES ('format', ?)", (_FORMAT,))

@@ -1,0 +1,235 @@
+"""The SQLite store and the durable queue over it, with real files and real receivers."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+import rxsinks
+from rxsinks._store import SQLiteStore, StoreError
+
+
+def events(count: int, prefix: str = "e") -> list[rxsinks.Event]:
+    return [
+        rxsinks.Event.new("push", target={"repository": f"r/{i}"}, id=f"{prefix}{i}")
+        for i in range(count)
+    ]
+
+
+@pytest.fixture
+async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
+    opened = SQLiteStore(tmp_path / "store.db")
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+async def test_append_read_confirm_in_order(store: SQLiteStore) -> None:
+    batch = events(10)
+    seqs = await store.append(batch, [["a", "b"]] * 5 + [["a"]] * 5)
+    assert seqs == sorted(seqs) and len(set(seqs)) == 10
+    rows = await store.read("a", 0, 100)
+    assert [seq for seq, _ in rows] == seqs
+    assert [event.id for _, event in rows] == [e.id for e in batch]
+    assert [e.to_dict() for _, e in rows] == [e.to_dict() for e in batch]
+    assert await store.backlog("b") == (5, seqs[-1])
+    await store.confirm("a", seqs[:3])
+    assert [seq for seq, _ in await store.read("a", 0, 100)] == seqs[3:]
+    assert [seq for seq, _ in await store.read("a", seqs[5], 2)] == seqs[6:8]
+    assert await store.pending() == 12
+
+
+async def test_dead_letters_list_and_replay(store: SQLiteStore) -> None:
+    seqs = await store.append(events(4), [["a"]] * 4)
+    await store.dead_letter("a", seqs[1:3], "422 Unprocessable Entity", 3)
+    letters = await store.dead_letters("a")
+    assert [(d.seq, d.error, d.attempts) for d in letters] == [
+        (seqs[1], "422 Unprocessable Entity", 3),
+        (seqs[2], "422 Unprocessable Entity", 3),
+    ]
+    assert [seq for seq, _ in await store.read("a", 0, 10)] == [seqs[0], seqs[3]]
+    assert await store.dead_letters("other") == []
+    replayed = await store.replay("a")
+    assert replayed == [("a", seqs[1]), ("a", seqs[2])]
+    assert [seq for seq, _ in await store.read("a", 0, 10)] == seqs  # back in seq order
+    assert await store.dead_letters() == []
+
+
+async def test_compaction_keeps_what_is_still_needed(store: SQLiteStore) -> None:
+    seqs = await store.append(events(6), [["a"]] * 6)
+    await store.confirm("a", seqs[:2])
+    await store.dead_letter("a", seqs[2:3], "gone", 1)
+    await store.confirm("a", seqs[3:4])
+    # the delivered ones go (0, 1, 3); the dead letter stays, and so does everything pending
+    assert await store.compact() == 3
+    assert [seq for seq, _ in await store.read("a", 0, 10)] == seqs[4:]
+    assert [d.seq for d in await store.dead_letters()] == [seqs[2]]
+
+
+async def test_survives_a_reopen(tmp_path: Path) -> None:
+    first = SQLiteStore(tmp_path / "s.db")
+    await first.open()
+    seqs = await first.append(events(3), [["a"]] * 3)
+    await first.confirm("a", seqs[:1])
+    await first.close()
+    second = SQLiteStore(tmp_path / "s.db")
+    await second.open()
+    try:
+        assert [seq for seq, _ in await second.read("a", 0, 10)] == seqs[1:]
+        more = await second.append(events(1, "x"), [["a"]])
+        assert more[0] > seqs[-1]
+    finally:
+        await second.close()
+
+
+async def test_a_corrupt_file_is_a_clear_error_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.db"
+    garbage = b"this is not a database, but somebody's precious file\n" * 100
+    path.write_bytes(garbage)
+    with pytest.raises(StoreError, match=r"corrupt\.db.*(not a database|untouched)"):
+        await SQLiteStore(path).open()
+    assert path.read_bytes() == garbage
+
+
+async def test_a_foreign_sqlite_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("INSERT INTO meta VALUES ('format', 'something-else')")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="format 'something-else'"):
+        await SQLiteStore(path).open()
+
+
+async def test_an_uncreatable_path_is_a_clear_error(tmp_path: Path) -> None:
+    # a path under a regular file can never be created, even by root (CI runs as root)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match="s.db"):
+        await SQLiteStore(blocker / "s.db").open()
+
+
+async def test_full_store_refuses_appends_and_keeps_what_it_accepted(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "full.db", max_bytes=64 * 1024)
+    await store.open()
+    try:
+        accepted: list[int] = []
+        big = rxsinks.Event.new("push", target={"repository": "r"}, padding="x" * 2000)
+        with pytest.raises(StoreError, match="full"):
+            for _ in range(200):  # bounded: 200 * 2 KB is far past 64 KiB
+                accepted += await store.append([big], [["a"]])
+        assert accepted, "some appends fit before the store filled up"
+        rows = await store.read("a", 0, 1000)
+        assert [seq for seq, _ in rows] == accepted  # everything acknowledged is there
+        # delivering frees room: confirmed and compacted events make space again
+        await store.confirm("a", accepted)
+        assert await store.compact() == len(accepted)
+        assert await store.append([big], [["a"]])
+    finally:
+        await store.close()
+
+
+async def test_durable_endpoint_resumes_after_restart_in_order(
+    tmp_path: Path, aiohttp_server  # type: ignore[no-untyped-def]
+) -> None:
+    received: list[str] = []
+    up = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.Response:
+        body = await request.json()
+        if not up.is_set():
+            return web.Response(status=503)
+        received.extend(e["id"] for e in body["events"])
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/hook", handler)
+    server = await aiohttp_server(app)
+    url = str(server.make_url("/hook"))
+    batch = events(500)
+
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    down = rxsinks.Endpoint(
+        "a", url, threshold=1, backoff=0.05, store=store, store_window=64, batch_max_events=20
+    )
+    down.start()
+    for i in range(0, 500, 50):
+        chunk = batch[i : i + 50]
+        for seq, event in zip(await store.append(chunk, [["a"]] * 50), chunk, strict=True):
+            down.on_stored(seq, event)
+    assert down.pending == 500
+    report = await down.aclose(timeout=0.2)
+    assert not report.flushed and report.remaining > 0
+    down.dispose()
+    await store.close()
+    assert received == []
+
+    up.set()
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        again = rxsinks.Endpoint("a", url, store=store, store_window=64, batch_max_events=20)
+        again.start()
+        live = events(5, "live")
+        for seq, event in zip(await store.append(live, [["a"]] * 5), live, strict=True):
+            again.on_stored(seq, event)
+        report = await again.aclose(timeout=30)
+        assert report.flushed
+        assert received == [e.id for e in batch + live]  # each once, in order
+        assert again.metrics().pending == 0
+        assert await store.pending("a") == 0
+    finally:
+        await store.close()
+
+
+async def test_durable_endpoint_dead_letters_into_the_store(
+    tmp_path: Path, aiohttp_server  # type: ignore[no-untyped-def]
+) -> None:
+    received: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        body = await request.json()
+        ids = [e["id"] for e in body["events"]]
+        if "e1" in ids:
+            return web.Response(status=422)
+        received.extend(ids)
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/hook", handler)
+    server = await aiohttp_server(app)
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        endpoint = rxsinks.Endpoint(
+            "a", str(server.make_url("/hook")), store=store, permanent_statuses=[422]
+        )
+        endpoint.start()
+        batch = events(3)
+        for seq, event in zip(await store.append(batch, [["a"]] * 3), batch, strict=True):
+            endpoint.on_stored(seq, event)
+        assert (await endpoint.aclose(timeout=10)).flushed
+        assert received == ["e0", "e2"]
+        letters = await store.dead_letters("a")
+        assert [d.event.id for d in letters] == ["e1"]
+        assert "422" in letters[0].error and letters[0].attempts == 1
+    finally:
+        await store.close()
+
+
+async def test_durable_endpoint_refuses_plain_writes(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        endpoint = rxsinks.Endpoint("a", "http://127.0.0.1:9/", store=store)
+        with pytest.raises(TypeError, match="durable"):
+            endpoint.on_next(events(1)[0])
+        await endpoint.aclose(timeout=1)
+    finally:
+        await store.close()
