@@ -110,7 +110,7 @@ async def test_an_uncreatable_path_is_a_clear_error(tmp_path: Path) -> None:
     # a path under a regular file can never be created, even by root (CI runs as root)
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(StoreError, match="s.db"):
+    with pytest.raises(StoreError, match=r"s\.db"):
         await SQLiteStore(blocker / "s.db").open()
 
 
