@@ -1,0 +1,6 @@
+"""``python -m rxsinks``: the same as the ``rxsinks`` command."""
+
+from rxsinks.cli import main
+
+if __name__ == "__main__":
+    main()
