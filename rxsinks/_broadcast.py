@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from reactivex import Observable, abc
+from reactivex import Observable, Observer, abc
 from reactivex.disposable import Disposable
 
 from ._exceptions import SINK_CLOSED, SinkClosedError
@@ -124,8 +124,12 @@ class Broadcast(Observable[_T], abc.ObserverBase[_T], Generic[_T]):
             if not queued or buffers_itself(member):
                 target = _Direct(observer)
             else:
-                lanes: Queue[_T] = Queue(on_failure=self._member_failed)
-                target = Lane(lanes, observer, self._scheduler or default_scheduler())
+                lanes: Queue[_T] = Queue()
+                lane = Lane(lanes, observer, self._scheduler or default_scheduler())
+                # a queued member fails inside its lane, out of on_next's reach: the lane
+                # reports which member it was, so one answering SinkClosedError is removed too
+                lanes.on_failure = lambda item, error: self._member_failed(lane, item, error)
+                target = lane
             self._members[key] = (member, target)
             self._targets = tuple(target for _, target in self._members.values())
             if self._completed:
@@ -192,8 +196,9 @@ class Broadcast(Observable[_T], abc.ObserverBase[_T], Generic[_T]):
                 del self._members[key]
         self._targets = tuple(t for _, t in self._members.values())
 
-    def _member_failed(self, item: Any, error: BaseException) -> None:
+    def _member_failed(self, target: object, item: Any, error: BaseException) -> None:
         if isinstance(error, SinkClosedError):
+            self._remove_target(target)
             return
         log.warning("broadcast member failed on an item; other members unaffected: %s", error)
 
@@ -204,6 +209,28 @@ class Broadcast(Observable[_T], abc.ObserverBase[_T], Generic[_T]):
         if self._connection is None:
             self._connection = self._source.subscribe(self, scheduler=scheduler)
         return self._connection
+
+    def subscribe(
+        self,
+        on_next: abc.ObserverBase[_T] | Callable[[_T], None] | None = None,
+        on_error: Callable[[Exception], None] | None = None,
+        on_completed: Callable[[], None] | None = None,
+        *,
+        scheduler: abc.SchedulerBase | None = None,
+    ) -> abc.DisposableBase:
+        """Add an observer (or callbacks) as a member; see :meth:`add`.
+
+        Unlike ``Observable.subscribe``, the observer itself becomes the member (not a wrapper
+        around it), so subscribing twice is a no-op and :meth:`remove` finds it.
+        """
+        member: Member
+        if isinstance(on_next, abc.ObserverBase):
+            member = on_next
+        else:
+            member = Observer(on_next, on_error, on_completed)
+        subscription = self.add(member)
+        self.connect(scheduler)
+        return subscription
 
     def _subscribe_core(
         self, observer: abc.ObserverBase[_T], scheduler: abc.SchedulerBase | None = None

@@ -58,6 +58,8 @@ class DurableQueue:
         on_ingress: called with the number of events accepted (live or read back at start).
         on_egress: called with the number of events whose attempt is over.
         attempts: tells how many attempts the last dead-lettered block took (for the record).
+        poll_interval: when several processes append to the store (Redis), also look for new
+            events every this many seconds instead of trusting live notifications alone.
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class DurableQueue:
         on_ingress: Callable[[int], None] | None = None,
         on_egress: Callable[[int], None] | None = None,
         attempts: Callable[[], int] = lambda: 0,
+        poll_interval: float | None = None,
     ) -> None:
         if block_size < 1 or window < block_size:
             raise ValueError(f"need 1 <= block_size <= window, got {block_size}, {window}")
@@ -80,10 +83,17 @@ class DurableQueue:
         self.on_ingress = on_ingress
         self.on_egress = on_egress
         self.attempts = attempts
+        self.poll_interval = poll_interval
+        self.lanes: list[_DurableLane] = []
         self.pending = 0
         self.dropped = 0  # a durable queue never drops
         self.in_flight = 0
         self.failures = 0  # store writes that failed (the events stay queued on disk)
+
+    def rescan(self) -> None:
+        """Re-read the backlog from the store (after dead letters were replayed into it)."""
+        for lane in self.lanes:
+            lane.rescan()
 
     def __call__(self, source: Observable[Stored]) -> Observable[tuple[Event, ...]]:
         def subscribe(
@@ -91,6 +101,7 @@ class DurableQueue:
             scheduler_: abc.SchedulerBase | None = None,
         ) -> abc.DisposableBase:
             lane = _DurableLane(self, observer)
+            self.lanes.append(lane)
             upstream = source.subscribe(lane, scheduler=scheduler_)
             return CompositeDisposable(upstream, Disposable(lane.dispose))
 
@@ -112,6 +123,9 @@ class _DurableLane(abc.ObserverBase[Stored]):
         self._horizon: int | None = None  # seqs up to here were counted from the store at start
         self._early: list[int] = []  # live seqs seen before the horizon was known
         self._refilling = False
+        self._skip: set[int] = set()
+        self._generation = 0  # bumped by rescan(): a refill started before it is stale
+        self._sleeper: asyncio.Task[Any] | None = None
         self._inflight: tuple[int, ...] | None = None
         self._in_emit = False
         self._completed = False
@@ -148,14 +162,13 @@ class _DurableLane(abc.ObserverBase[Stored]):
             self._count_in(1)
         if seq <= self._max_seen:
             return  # already read back from the store
-        self._max_seen = seq
         if self._disk_after is None and len(self._memory) < self._owner.window:
             self._memory.append(value)
         elif self._disk_after is None:
             # the window is full: from here on the backlog stays on disk only
-            self._disk_after = self._memory[-1][0]
-        if self._inflight is None:
-            self._drain()
+            self._disk_after = self._memory[-1][0] if self._memory else self._max_seen
+        self._max_seen = seq
+        self._wake()
 
     def on_error(self, error: Exception) -> None:
         self.on_completed()
@@ -167,8 +180,24 @@ class _DurableLane(abc.ObserverBase[Stored]):
         self._flush = join_flush(lambda: self._owner.pending)
         self._maybe_finish()
 
+    def rescan(self) -> None:
+        # replayed deliveries have old seqs: read everything again from the start, skipping
+        # the block in flight; what memory held is still in the store, so nothing is lost
+        self._memory.clear()
+        self._skip = set(self._inflight or ())
+        self._disk_after = 0
+        self._generation += 1
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._sleeper is not None and not self._sleeper.done():
+            self._sleeper.cancel()
+        if self._inflight is None:
+            self._drain()
+
     def dispose(self) -> None:
         self._disposed = True
+        self._owner.lanes = [lane for lane in self._owner.lanes if lane is not self]
         for task in list(self._tasks):
             task.cancel()
         if self._flush is not None:
@@ -198,23 +227,46 @@ class _DurableLane(abc.ObserverBase[Stored]):
                 self._in_emit = False
 
     async def _refill(self, after: int) -> None:
+        owner = self._owner
+        generation = self._generation
         try:
-            rows = await self._owner.store.read(self._owner.endpoint, after, self._owner.window)
+            rows = await owner.store.read(owner.endpoint, after, owner.window)
         except Exception as exc:
-            log.error("%s: reading the backlog failed, retrying: %s", self._owner.endpoint, exc)
-            await asyncio.sleep(1.0)
+            log.error("%s: reading the backlog failed, retrying: %s", owner.endpoint, exc)
+            await self._sleep(1.0)
             self._refilling = False
             self._drain()
             return
-        self._refilling = False
-        self._memory.extend(rows)
+        if generation != self._generation:  # a rescan started over meanwhile
+            self._refilling = False
+            self._drain()
+            return
         last = rows[-1][0] if rows else after
+        if self._skip:
+            rows = [row for row in rows if row[0] not in self._skip]
+        self._memory.extend(rows)
         self._max_seen = max(self._max_seen, last)
-        if len(rows) < self._owner.window and last >= self._max_seen:
-            self._disk_after = None  # caught up: live events go to memory again
+        caught_up = len(rows) < owner.window and last >= self._max_seen
+        if caught_up and owner.poll_interval is None:
+            self._disk_after = None  # live events go to memory again
+            self._skip.clear()
         else:
             self._disk_after = last
+            if not rows and owner.poll_interval is not None:
+                # other processes append too: look again in a while (or when woken)
+                await self._sleep(owner.poll_interval)
+        self._refilling = False
         self._drain()
+
+    async def _sleep(self, seconds: float) -> None:
+        self._sleeper = asyncio.ensure_future(asyncio.sleep(seconds))
+        try:
+            await self._sleeper
+        except asyncio.CancelledError:
+            if self._disposed:
+                raise
+        finally:
+            self._sleeper = None
 
     def _settled(self, error: BaseException | None) -> None:
         seqs = self._inflight or ()
@@ -259,7 +311,7 @@ class _DurableLane(abc.ObserverBase[Stored]):
             or self._finished
             or self._inflight is not None
             or self._memory
-            or self._disk_after is not None
+            or (self._disk_after is not None and self._owner.poll_interval is None)
         ):
             return
         self._finished = True

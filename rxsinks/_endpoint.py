@@ -307,7 +307,9 @@ class Endpoint(abc.ObserverBase[Event]):
             return self._release_report
         self.on_completed()
         group = self._group
-        assert group is not None  # set by on_completed()
+        if group is None:
+            # dispose() stopped the pipeline without completing it: nothing will flush
+            group = self._group = FlushGroup()
         if self._flushed is None:
             flushed = self._flushed = asyncio.get_running_loop().create_future()
             group.on_empty(lambda: _resolve(flushed))

@@ -8,7 +8,6 @@ counted), plus rxsinks' own: dead letters, drops, breaker state, last error, del
 from __future__ import annotations
 
 import bisect
-import http
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,14 +30,38 @@ _BREAKER_STATES = {
 }
 
 
+# Go's http.StatusText, which keys the registry's Statuses (fix: Python's http.HTTPStatus
+# phrases differ, "414 Request-URI Too Long" and "418 I'm a Teapot", and Python 3.13 renamed
+# 413, 416 and 422, so dashboards would have seen other keys than the registry's).
+_GO_STATUS_TEXT: dict[int, str] = {
+    100: "Continue", 101: "Switching Protocols", 102: "Processing", 103: "Early Hints",
+    200: "OK", 201: "Created", 202: "Accepted", 203: "Non-Authoritative Information",
+    204: "No Content", 205: "Reset Content", 206: "Partial Content", 207: "Multi-Status",
+    208: "Already Reported", 226: "IM Used",
+    300: "Multiple Choices", 301: "Moved Permanently", 302: "Found", 303: "See Other",
+    304: "Not Modified", 305: "Use Proxy", 307: "Temporary Redirect", 308: "Permanent Redirect",
+    400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden",
+    404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable",
+    407: "Proxy Authentication Required", 408: "Request Timeout", 409: "Conflict", 410: "Gone",
+    411: "Length Required", 412: "Precondition Failed", 413: "Request Entity Too Large",
+    414: "Request URI Too Long", 415: "Unsupported Media Type",
+    416: "Requested Range Not Satisfiable", 417: "Expectation Failed", 418: "I'm a teapot",
+    421: "Misdirected Request", 422: "Unprocessable Entity", 423: "Locked",
+    424: "Failed Dependency", 425: "Too Early", 426: "Upgrade Required",
+    428: "Precondition Required", 429: "Too Many Requests",
+    431: "Request Header Fields Too Large", 451: "Unavailable For Legal Reasons",
+    500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Gateway Timeout", 505: "HTTP Version Not Supported",
+    506: "Variant Also Negotiates", 507: "Insufficient Storage", 508: "Loop Detected",
+    510: "Not Extended", 511: "Network Authentication Required",
+}  # fmt: skip
+
+
 def status_text(code: int) -> str:
-    """The registry's status key: ``"200 OK"``, ``"307 Temporary Redirect"``; unknown codes
-    keep just the number and a space, as Go's ``http.StatusText`` gives an empty text."""
-    try:
-        phrase = http.HTTPStatus(code).phrase
-    except ValueError:
-        phrase = ""
-    return f"{code} {phrase}"
+    """The registry's status key: ``"200 OK"``, ``"307 Temporary Redirect"``, with Go's
+    ``http.StatusText`` texts exactly; unknown codes keep just the number and a space, as Go
+    gives them an empty text (``"599 "``)."""
+    return f"{code} {_GO_STATUS_TEXT.get(code, '')}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,7 +55,6 @@ class EventSubject(Broadcast[Event]):
     """
 
     def __init__(self, *members: Member, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        super().__init__(*members)
         self._loop = loop
         self._loop_thread: int | None = None
         if loop is None:
@@ -68,11 +67,28 @@ class EventSubject(Broadcast[Event]):
         self._group: FlushGroup | None = None
         self._flushed = False
         self._waiters: list[asyncio.Future[None]] = []
+        # after the loop attributes: add() (called for each member) reads them
+        super().__init__(*members)
+
+    def add(self, member: Member, *, queued: bool = False) -> abc.DisposableBase:
+        """Add a member, as :meth:`Broadcast.add`; from a coroutine, it also binds the loop.
+
+        A subject created outside the loop learns it here at the latest, so that writes from
+        other threads are handed over to the loop instead of running the members in the
+        writer's thread.
+        """
+        if self._loop_thread is None:
+            self._late_bind()
+        return super().add(member, queued=queued)
 
     def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        if loop.is_running():
-            self._loop_thread = threading.get_ident()
+        # the loop's thread is known only if the loop runs in *this* thread: a loop running in
+        # another thread (EventSubject(loop=...) built elsewhere) must not make this thread's
+        # writes look local; until _late_bind learns the thread, every write is handed over
+        with contextlib.suppress(RuntimeError):
+            if asyncio.get_running_loop() is loop:
+                self._loop_thread = threading.get_ident()
 
     @property
     def closed(self) -> bool:
@@ -98,10 +114,16 @@ class EventSubject(Broadcast[Event]):
             self._late_bind()
             loop = self._loop
         if loop is not None and self._loop_thread != threading.get_ident():
-            try:
-                loop.call_soon_threadsafe(self._dispatch, value)
-            except RuntimeError as exc:  # the loop was closed under us
-                raise SINK_CLOSED from exc
+            # checked again under the lock that close() sets _closing with: a write from another
+            # thread is either refused or queued on the loop ahead of the completion, never
+            # dispatched after it (where it would be dropped although on_next returned)
+            with self._lock:
+                if self._closing:
+                    raise SINK_CLOSED
+                try:
+                    loop.call_soon_threadsafe(self._dispatch, value)
+                except RuntimeError as exc:  # the loop was closed under us
+                    raise SINK_CLOSED from exc
             return
         if loop is None:
             # no event loop anywhere: serialise writers ourselves
@@ -198,8 +220,3 @@ class EventSubject(Broadcast[Event]):
                 assert group is not None
                 return CloseReport(False, remaining=group.remaining(), stages=group.flushing)
         return CloseReport(flushed=True)
-
-    def _subscribe_core(
-        self, observer: abc.ObserverBase[Event], scheduler: abc.SchedulerBase | None = None
-    ) -> abc.DisposableBase:
-        return self.add(observer)
