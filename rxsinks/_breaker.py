@@ -114,4 +114,9 @@ class Breaker:
         self._state = state
         log.debug("breaker %s", state.value)
         for callback in tuple(self._listeners):
-            callback(state)
+            # a raising listener must neither skip the others nor break the attempt recording
+            # the transition (the retry operator records failures mid-bookkeeping)
+            try:
+                callback(state)
+            except Exception:
+                log.exception("breaker listener %r raised; ignored", callback)

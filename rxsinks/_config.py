@@ -251,11 +251,18 @@ class StoreConfig:
             ``"redis"``.
         path: the SQLite file (``None`` unless ``kind`` is ``"sqlite"``).
         url: the Redis URL (``None`` unless ``kind`` is ``"redis"``).
+        retention: seconds delivered events are kept before compaction removes them.
+        max_size: a cap on the SQLite file's size in bytes (``None``: the disk is the limit);
+            past it the ingest answers 503 and accepts nothing, as on a full disk.
+        window: events of each endpoint's backlog kept in memory (the rest stays on disk).
     """
 
     kind: StoreKind = "sqlite"
     path: str | None = "rxsinks.db"
     url: str | None = None
+    retention: float = 0.0
+    max_size: int | None = None
+    window: int = 1024
 
     def __repr__(self) -> str:
         return _safe_repr(self)
@@ -266,6 +273,9 @@ class StoreConfig:
             "kind": self.kind,
             "path": self.path,
             "url": None if self.url is None else _redact_url(self.url),
+            "retention": self.retention,
+            "max_size": self.max_size,
+            "window": self.window,
         }
 
 
@@ -761,7 +771,15 @@ def _read_ingest(r: _Reader, path: str, value: object) -> IngestConfig:
 
 
 def _read_store(r: _Reader, path: str, value: object) -> StoreConfig:
-    raw = r.mapping(path, value, ("kind", "path", "url"))
+    raw = r.mapping(path, value, ("kind", "path", "url", "retention", "maxsize", "window"))
+    retention = r.duration(_join(path, "retention"), raw.get("retention"))
+    max_size = r.size(_join(path, "maxsize"), raw.get("maxsize"))
+    window = r.integer(_join(path, "window"), raw.get("window"))
+    extras: dict[str, Any] = {
+        "retention": retention or 0.0,
+        "max_size": max_size or None,
+        "window": window if window and window > 0 else 1024,
+    }
     kind = r.choice(_join(path, "kind"), raw.get("kind"), _STORE_KINDS)
     url = r.text(_join(path, "url"), raw.get("url")) or None
     file = r.text(_join(path, "path"), raw.get("path")) or None
@@ -783,16 +801,16 @@ def _read_store(r: _Reader, path: str, value: object) -> StoreConfig:
             r.problem(_join(path, "url"), "required when store.kind is redis")
         if file is not None:
             r.notes.append("store.path is ignored: the store is Redis")
-        return StoreConfig(kind="redis", path=None, url=url)
+        return StoreConfig(kind="redis", path=None, url=url, **extras)
     if kind == "memory":
         if file is not None:
             r.notes.append("store.path is ignored: the store is in memory")
-        return StoreConfig(kind="memory", path=None, url=None)
+        return StoreConfig(kind="memory", path=None, url=None, **extras)
     file = os.path.expanduser(file or "rxsinks.db")
     directory = os.path.dirname(file) or "."
     if not os.path.isdir(directory):
         r.problem(_join(path, "path"), f"directory not found: {directory!r}")
-    return StoreConfig(kind="sqlite", path=file, url=None)
+    return StoreConfig(kind="sqlite", path=file, url=None, **extras)
 
 
 def _read_log(r: _Reader, path: str, value: object) -> LogConfig:

@@ -29,7 +29,7 @@ from ._event import Event
 from ._exceptions import SinkClosedError
 from ._flow import FlushToken, direct_on_next, emit, flush_scope, join_flush
 
-__all__ = ["DurableQueue", "QueueStore"]
+__all__ = ["DurableQueue", "QueueStore", "Store"]
 
 log = logging.getLogger("rxsinks.durable")
 
@@ -45,6 +45,23 @@ class QueueStore(Protocol):
     async def dead_letter(
         self, endpoint: str, seqs: Sequence[int], error: str, attempts: int
     ) -> None: ...
+
+
+class Store(QueueStore, Protocol):
+    """Everything the relay uses of a durable store (SQLite and Redis stores provide it)."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def append(
+        self, events: Sequence[Event], routes: Sequence[Sequence[str]]
+    ) -> list[int]: ...
+    async def dead_letters(
+        self, endpoint: str | None = None, since: float | None = None, limit: int = 10_000
+    ) -> list[Any]: ...
+    async def replay(
+        self, endpoint: str | None = None, since: float | None = None
+    ) -> list[tuple[str, int]]: ...
+    async def compact(self) -> int: ...
 
 
 class DurableQueue:

@@ -114,6 +114,7 @@ class Endpoint(abc.ObserverBase[Event]):
         breaker: Breaker | None = None,
         store: QueueStore | None = None,
         store_window: int = 1024,
+        poll_interval: float | None = None,
         scheduler: abc.SchedulerBase | None = None,
         **webhook_options: Any,
     ) -> None:
@@ -175,6 +176,7 @@ class Endpoint(abc.ObserverBase[Event]):
                 on_ingress=self.metrics_observer.accepted,
                 on_egress=self.metrics_observer.finished,
                 attempts=lambda: self._last_dead_attempts,
+                poll_interval=poll_interval,
             )
         self._retry = retry_with_breaker(
             breaker=self.breaker,
@@ -258,6 +260,11 @@ class Endpoint(abc.ObserverBase[Event]):
         if self._closing:
             raise SINK_CLOSED
         (self._entry or self._start()).on_next((seq, event))
+
+    def rescan(self) -> None:
+        """Re-read a durable endpoint's backlog (dead letters were replayed into the store)."""
+        if self._durable is not None:
+            self._durable.rescan()
 
     def dispose(self) -> None:
         """Stop at once: no further attempts (a durable endpoint keeps its backlog on disk)."""

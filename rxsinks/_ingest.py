@@ -21,6 +21,10 @@ Routes of :func:`ingest_app`:
     The registry's expvar JSON: ``{"registry": {"notifications": {"endpoints": [...]}}}``, each
     endpoint with ``name``, ``url`` (credentials stripped), ``EndpointConfig`` (secrets
     redacted) and ``Metrics`` (the registry's counters, then rxsinks' in the same style).
+``GET /dead-letters?endpoint=N&since=UNIX`` and ``POST /dead-letters/replay?endpoint=N&since=UNIX``
+    The durable store's dead letters, and replaying them into their endpoints' queues (what
+    ``rxsinks dead-letters`` uses while the relay runs); token-protected like ``/events``;
+    409 when the relay has no durable store.
 
 :func:`post_events` is the client side (``rxsinks send`` and the demo): it posts events in
 envelopes through the library's own :class:`~rxsinks.WebhookSink`.
@@ -42,6 +46,7 @@ from yarl import URL
 
 from ._event import MEDIA_TYPE_V1, MEDIA_TYPE_V2, Event, decode_envelope
 from ._exceptions import DeliveryError, EnvelopeError, SinkClosedError
+from ._store import StoreError
 from ._webhook import WebhookSink
 
 if TYPE_CHECKING:
@@ -126,6 +131,10 @@ class _Ingest:
             await self.relay.accept(events)
         except SinkClosedError:
             return _error(503, "the relay is stopping; retry later", **{"Retry-After": "5"})
+        except StoreError as exc:
+            # nothing of this request was committed: the registry retries it
+            log.error("store refused %d event(s): %s", len(events), exc)
+            return _error(503, f"cannot store the events: {exc}", **{"Retry-After": "5"})
         self.accepted_events += len(events)
         return web.json_response({"accepted": len(events)})
 
@@ -156,6 +165,48 @@ class _Ingest:
         return _error(
             413, f"body{size} is over the limit of {self.max_body} bytes (ingest.max_body)"
         )
+
+    async def list_dead_letters(self, request: web.Request) -> web.Response:
+        if self.token is not None and not self._authorized(request):
+            return _error(401, "missing or wrong token: send 'Authorization: Bearer <token>'")
+        endpoint = request.query.get("endpoint") or None
+        try:
+            since = float(request.query["since"]) if "since" in request.query else None
+            records = await self.relay.dead_letters(endpoint, since)
+        except ValueError:
+            return _error(400, "since must be unix seconds")
+        except RuntimeError as exc:
+            return _error(409, str(exc))
+        return web.json_response(
+            {
+                "dead_letters": [
+                    {
+                        "id": record.id,
+                        "endpoint": record.endpoint,
+                        "seq": record.seq,
+                        "event": record.event.to_dict(),
+                        "error": record.error,
+                        "attempts": record.attempts,
+                        "time": record.time,
+                    }
+                    for record in records
+                ]
+            },
+            dumps=_dumps,
+        )
+
+    async def replay_dead_letters(self, request: web.Request) -> web.Response:
+        if self.token is not None and not self._authorized(request):
+            return _error(401, "missing or wrong token: send 'Authorization: Bearer <token>'")
+        endpoint = request.query.get("endpoint") or None
+        try:
+            since = float(request.query["since"]) if "since" in request.query else None
+            replayed = await self.relay.replay(endpoint, since)
+        except ValueError:
+            return _error(400, "since must be unix seconds")
+        except RuntimeError as exc:
+            return _error(409, str(exc))
+        return web.json_response({"replayed": replayed})
 
     async def healthz(self, _: web.Request) -> web.Response:
         if self.relay.accepting:
@@ -231,6 +282,8 @@ def ingest_app(relay: Relay) -> web.Application:
     app.router.add_get("/healthz", ingest.healthz)
     app.router.add_get("/metrics", ingest.metrics)
     app.router.add_get("/debug/vars", ingest.debug_vars)
+    app.router.add_get("/dead-letters", ingest.list_dead_letters)
+    app.router.add_post("/dead-letters/replay", ingest.replay_dead_letters)
     return app
 
 

@@ -35,6 +35,16 @@ def weight_of(item: object) -> int:
     return len(item) if isinstance(item, tuple | list) else 1
 
 
+def _call_hook(hook: Callable[..., None], *args: Any) -> None:
+    # a raising hook (a metrics bug, say) must not wedge the queue: it runs in the middle of
+    # the drain loop's bookkeeping, where an escaping exception would leave the lane "draining"
+    # forever (or, from on_ingress, an accepted item buffered with no drain scheduled)
+    try:
+        hook(*args)
+    except Exception:
+        log.exception("queue hook %r raised; ignored", hook)
+
+
 def default_scheduler() -> abc.SchedulerBase:
     """The scheduler stages use when none is given: the running asyncio loop, else trampoline."""
     try:
@@ -163,7 +173,7 @@ class Lane(abc.ObserverBase[_T], Generic[_T]):
         self._buffered_weight += weight
         owner.pending += weight
         if owner.on_ingress is not None:
-            owner.on_ingress(value)
+            _call_hook(owner.on_ingress, value)
         if not self._draining:
             self._draining = True
             self._scheduler.schedule(self._drain)
@@ -186,7 +196,7 @@ class Lane(abc.ObserverBase[_T], Generic[_T]):
         self._owner.dropped += weight
         log.warning("queue full: dropped %d event(s)", weight)
         if self._owner.on_drop is not None:
-            self._owner.on_drop(item)
+            _call_hook(self._owner.on_drop, item)
 
     def on_error(self, error: Exception) -> None:
         # deliver what was accepted, then pass the error on: nothing accepted is lost
@@ -256,11 +266,11 @@ class Lane(abc.ObserverBase[_T], Generic[_T]):
             # the registry's queue drops a block whose downstream failed, with a log line; in
             # rxsinks the retry stage below has already dead-lettered or reported it
             if owner.on_failure is not None:
-                owner.on_failure(item, error)
+                _call_hook(owner.on_failure, item, error)
             else:
                 log.debug("queue: downstream finished with an error: %s", error)
         if owner.on_egress is not None:
-            owner.on_egress(item)
+            _call_hook(owner.on_egress, item)
         if not self._in_emit and not self._disposed:
             self._drain()
 
@@ -269,13 +279,17 @@ class Lane(abc.ObserverBase[_T], Generic[_T]):
             return
         self._finished = True
         token, self._flush = self._flush, None
-        with flush_scope(token):
-            if self._error is not None:
-                self._observer.on_error(self._error)
-            else:
-                self._observer.on_completed()
-        if token is not None:
-            token.done()
+        try:
+            with flush_scope(token):
+                if self._error is not None:
+                    self._observer.on_error(self._error)
+                else:
+                    self._observer.on_completed()
+        finally:
+            # even if the observer below raised: this stage has flushed, and a token left
+            # behind would keep EventSubject.aclose() waiting for ever
+            if token is not None:
+                token.done()
 
 
 def queue(

@@ -32,18 +32,26 @@ from reactivex import abc
 from tenacity.stop import stop_after_attempt, stop_after_delay
 from tenacity.wait import wait_exponential, wait_fixed
 
-from ._config import ConfigErrors, EndpointConfig, RelayConfig
+from ._config import ConfigErrors, EndpointConfig, RelayConfig, StoreConfig
+from ._durable import QueueStore, Store
 from ._endpoint import Endpoint
 from ._event import Event
-from ._exceptions import ConfigError
+from ._exceptions import SINK_CLOSED, ConfigError
 from ._filter import EventFilter
 from ._ingest import ingest_app
 from ._outcome import Outcome, OutcomeKind
 from ._queue import Overflow
 from ._retry import Policy
+from ._store import DeadLetterRecord, SQLiteStore
 from ._subject import CloseReport, EventSubject
 
-__all__ = ["Relay", "build_endpoints", "endpoint_from_config", "exponential_wait"]
+__all__ = [
+    "Relay",
+    "build_endpoints",
+    "endpoint_from_config",
+    "exponential_wait",
+    "open_store",
+]
 
 log = logging.getLogger("rxsinks.relay")
 
@@ -58,6 +66,25 @@ _OVERFLOWS: dict[str, Overflow] = {
 # time aiohttp gives handlers still running when the runner is cleaned up: they only wait for
 # accept(), which never blocks on delivery, so this is only reached by clients sending slowly
 _HANDLER_SHUTDOWN = 2.0
+
+# how often a Redis-backed endpoint looks for events that other instances accepted
+_POLL_INTERVAL = 0.1
+# how often the store drops what every endpoint has delivered
+_COMPACT_EVERY = 30.0
+
+
+def open_store(config: StoreConfig) -> Store | None:
+    """The store a configuration names, not yet opened (``None`` for ``kind: memory``)."""
+    if config.kind == "memory":
+        return None
+    if config.kind == "redis":
+        from ._redis_store import RedisStore
+
+        assert config.url is not None
+        redis_store: Store = RedisStore(config.url)
+        return redis_store
+    assert config.path is not None
+    return SQLiteStore(config.path, retention=config.retention, max_bytes=config.max_size)
 
 
 def exponential_wait(base: float, factor: float, maximum: float) -> Policy:
@@ -97,7 +124,12 @@ def _overflow(value: str) -> Overflow:
 
 
 def endpoint_from_config(
-    config: EndpointConfig, *, scheduler: abc.SchedulerBase | None = None
+    config: EndpointConfig,
+    *,
+    scheduler: abc.SchedulerBase | None = None,
+    store: QueueStore | None = None,
+    store_window: int = 1024,
+    poll_interval: float | None = None,
 ) -> Endpoint:
     """Build the :class:`~rxsinks.Endpoint` an :class:`EndpointConfig` describes.
 
@@ -110,6 +142,9 @@ def endpoint_from_config(
     Args:
         config: one endpoint of a :class:`RelayConfig` (disabled or not: the caller decides).
         scheduler: the clock for waits (tests); by default the running event loop.
+        store: the durable store its queue lives in (``None``: in memory).
+        store_window: events of its backlog kept in memory.
+        poll_interval: look for events other relay instances stored this often (Redis).
 
     Raises:
         ValueError, TypeError, OSError, ssl.SSLError: the endpoint cannot be built (a header
@@ -166,11 +201,17 @@ def endpoint_from_config(
         verify_tls=config.tls_verify,
         redirects=config.redirects,
         retry_after_cap=config.retry_after_cap,
+        store=store,
+        store_window=store_window,
+        poll_interval=poll_interval,
     )
 
 
 def build_endpoints(
-    config: RelayConfig, *, scheduler: abc.SchedulerBase | None = None
+    config: RelayConfig,
+    *,
+    scheduler: abc.SchedulerBase | None = None,
+    store: QueueStore | None = None,
 ) -> tuple[tuple[EndpointConfig, Endpoint], ...]:
     """Build every enabled endpoint of a configuration, in file order.
 
@@ -187,9 +228,14 @@ def build_endpoints(
         if endpoint_config.disabled:
             continue
         try:
-            built.append(
-                (endpoint_config, endpoint_from_config(endpoint_config, scheduler=scheduler))
+            endpoint = endpoint_from_config(
+                endpoint_config,
+                scheduler=scheduler,
+                store=store,
+                store_window=config.store.window,
+                poll_interval=_POLL_INTERVAL if config.store.kind == "redis" else None,
             )
+            built.append((endpoint_config, endpoint))
         except (ValueError, TypeError, OSError, ssl.SSLError) as exc:
             problems.append(
                 ConfigError(
@@ -276,20 +322,23 @@ class Relay:
 
     def __init__(self, config: RelayConfig, *, scheduler: abc.SchedulerBase | None = None) -> None:
         self.config = config
-        pairs = build_endpoints(config, scheduler=scheduler)
+        self.store = open_store(config.store)
+        pairs = build_endpoints(config, scheduler=scheduler, store=self.store)
         self.endpoint_configs: tuple[EndpointConfig, ...] = tuple(cfg for cfg, _ in pairs)
         self.endpoints: tuple[Endpoint, ...] = tuple(endpoint for _, endpoint in pairs)
         self.subject = EventSubject()
         for endpoint in self.endpoints:
             endpoint.outcomes.subscribe(_StateLog(endpoint.name))
-            # add(), not subscribe(): subscribe wraps the endpoint, and the broadcast would then
-            # give it a private queue it does not need (it buffers itself)
-            self.subject.add(endpoint)
+            if self.store is None:
+                self.subject.add(endpoint)
+            # a durable endpoint is fed by accept() once the store committed (with the seq);
+            # the subject still carries every accepted event for other observers
         self.app = ingest_app(self)
         self._runner: web.AppRunner | None = None
         self._address: tuple[str, int] | None = None
         self._accepting = False
         self._stopped: asyncio.Future[CloseReport] | None = None
+        self._compactor: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         names = ", ".join(endpoint.name for endpoint in self.endpoints)
@@ -333,6 +382,12 @@ class Relay:
         """
         if self._runner is not None:
             raise RuntimeError("the relay is already started")
+        if self.store is not None:
+            # StoreError (corrupt, unwritable, unreachable) stops the start with its message
+            await self.store.open()
+            for endpoint in self.endpoints:
+                endpoint.start()  # resumes each endpoint's backlog from the store
+            self._compactor = asyncio.ensure_future(self._compact_regularly())
         ingest = self.config.ingest
         runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=_HANDLER_SHUTDOWN)
         await runner.setup()
@@ -350,12 +405,13 @@ class Relay:
         self._address = (str(bound[0]), int(bound[1]))
         self._accepting = True
         store = self.config.store
-        if store.kind != "memory":
-            log.warning(
-                "store %s is not available in this version: events not yet delivered are kept "
-                "in memory only",
-                store.kind,
-            )
+        log.info(
+            "store: %s",
+            {"memory": "in memory (nothing survives a restart)", "sqlite": store.path}.get(
+                store.kind, store.url
+            ),
+            extra={"store": store.kind},
+        )
         log.info(
             "ingest listening on %s; %d endpoint(s): %s",
             self.url,
@@ -367,13 +423,73 @@ class Relay:
     async def accept(self, events: Sequence[Event]) -> None:
         """Take accepted events in: the one place where events enter the relay.
 
-        Writes them to the subject in order; it returns once they are committed (today: handed
-        to every endpoint's queue), so the ingest may answer 2xx.
+        With a durable store, the events and one delivery per accepting endpoint are committed
+        first (one transaction); then each endpoint is told, and the subject carries the events
+        to any other observer. In memory mode they are written to the subject, which hands them
+        to every endpoint's queue. Either way it returns once they are accepted, so the ingest
+        may answer 2xx.
 
         Raises:
             SinkClosedError: the relay is stopping.
+            StoreError: the store could not commit them (disk full...): nothing was accepted.
         """
-        self.subject.write(*events)
+        if self.store is None:
+            self.subject.write(*events)
+            return
+        if not self._accepting and self._runner is not None:
+            raise SINK_CLOSED
+        routes = [
+            [endpoint.name for endpoint in self.endpoints if endpoint.accepts(event)]
+            for event in events
+        ]
+        seqs = await self.store.append(events, routes)
+        by_name = {endpoint.name: endpoint for endpoint in self.endpoints}
+        for seq, event, names in zip(seqs, events, routes, strict=True):
+            for name in names:
+                by_name[name].on_stored(seq, event)
+        if self.subject.members:
+            self.subject.write(*events)
+
+    async def dead_letters(
+        self, endpoint: str | None = None, since: float | None = None
+    ) -> list[DeadLetterRecord]:
+        """Dead letters kept in the store (optionally of one endpoint, given up since a time).
+
+        Raises:
+            RuntimeError: the relay has no durable store.
+        """
+        records: list[DeadLetterRecord] = await self._durable_store().dead_letters(endpoint, since)
+        return records
+
+    async def replay(self, endpoint: str | None = None, since: float | None = None) -> int:
+        """Put dead letters back on their endpoints' queues; returns how many.
+
+        Raises:
+            RuntimeError: the relay has no durable store.
+        """
+        replayed = await self._durable_store().replay(endpoint, since)
+        touched = {name for name, _ in replayed}
+        for candidate in self.endpoints:
+            if candidate.name in touched:
+                candidate.rescan()
+        return len(replayed)
+
+    def _durable_store(self) -> Store:
+        if self.store is None:
+            raise RuntimeError("dead letters are kept by a durable store; this relay is in memory")
+        return self.store
+
+    async def _compact_regularly(self) -> None:
+        assert self.store is not None
+        while True:
+            await asyncio.sleep(_COMPACT_EVERY)
+            try:
+                removed = await self.store.compact()
+            except Exception as exc:  # a failed compaction only delays the next one
+                log.warning("store compaction failed: %s", exc)
+                continue
+            if removed:
+                log.debug("store compaction removed %d delivered event(s)", removed)
 
     async def stop(self, grace: float | None = None) -> CloseReport:
         """Stop accepting, flush for at most ``grace`` seconds, then release everything.
@@ -427,6 +543,10 @@ class Relay:
                 )
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._compactor is not None:
+            self._compactor.cancel()
+        if self.store is not None:
+            await self.store.close()
         # the endpoints' reports are the truth: the subject's may only say that its own
         # deadline passed before every endpoint had caught up
         flushed = all(report.flushed for report in reports)

@@ -15,7 +15,7 @@ from ._breaker import Breaker, BreakerState
 from ._exceptions import SINK_CLOSED, PermanentDeliveryError, SinkClosedError, WebhookStatusError
 from ._flow import FlushToken, Handoff, direct_on_next, emit, flush_scope, hold, join_flush
 from ._outcome import DeadLetter, Outcome, OutcomeKind
-from ._queue import clock_of, default_scheduler
+from ._queue import clock_of, default_scheduler, weight_of
 
 __all__ = ["retry_with_breaker"]
 
@@ -122,10 +122,21 @@ def _reporter(target: Report | None) -> Callable[[Any], None] | None:
     if target is None:
         return None
     if isinstance(target, abc.ObserverBase):
-        return target.on_next
-    if callable(target):
-        return target
-    raise TypeError(f"expected an observer or a callable, got {target!r}")
+        report: Callable[[Any], None] = target.on_next
+    elif callable(target):
+        report = target
+    else:
+        raise TypeError(f"expected an observer or a callable, got {target!r}")
+
+    def guarded(record: Any) -> None:
+        # reports are made in the middle of the lane's bookkeeping: an exception escaping from
+        # a user's callback would leave the lane busy forever, its endpoint wedged
+        try:
+            report(record)
+        except Exception:
+            log.exception("%r raised on %r; ignored", report, record)
+
+    return guarded
 
 
 class _Settings:
@@ -167,6 +178,7 @@ class _RetryLane(abc.ObserverBase[_B]):
         self._block: _B | None = None
         self._handoff: Handoff | None = None
         self._busy = False
+        self._emitting = False  # an attempt's emit() is running
         self._attempt = 0
         self._started = 0.0
         self._not_before = 0.0
@@ -206,11 +218,14 @@ class _RetryLane(abc.ObserverBase[_B]):
             return
         self._completed = True
         self._flush = join_flush(self._remaining)
-        if not self._busy:
+        # blocks may wait while not busy only inside emit(); the attempt loop finishes then
+        if not self._busy and not self._waiting:
             self._finish()
 
     def _remaining(self) -> int:
-        return len(self._waiting) + (1 if self._busy else 0)
+        # events, not blocks, as close reports count them (a queue above counts the same way)
+        waiting = sum(weight_of(block) for block, _ in self._waiting)
+        return waiting + (weight_of(self._block) if self._busy else 0)
 
     def dispose(self) -> None:
         self._disposed = True
@@ -224,28 +239,48 @@ class _RetryLane(abc.ObserverBase[_B]):
     # -- delivery ------------------------------------------------------------------------------
 
     def _start(self, block: _B, handoff: Handoff | None) -> None:
+        self._take(block, handoff)
+        self._attempt_now()
+
+    def _take(self, block: _B, handoff: Handoff | None) -> None:
         self._busy = True
         self._block = block
         self._handoff = handoff
         self._attempt = 0
         self._started = self._now()
         self._not_before = 0.0
-        self._attempt_now()
+
+    def _take_next(self) -> bool:
+        """Take the next waiting block, if any (else finish, if the stream ended)."""
+        if self._waiting:
+            self._take(*self._waiting.popleft())
+            return True
+        if self._completed:
+            self._finish()
+        return False
 
     def _attempt_now(self, _scheduler: Any = None, _state: Any = None) -> None:
-        if self._disposed:
-            return
-        breaker = self._s.breaker
-        if self._not_before or (breaker is not None and breaker.failures):
-            now = self._now()
-            delay = max(self._not_before - now, breaker.delay(now) if breaker else 0.0)
-            if delay > 0:
-                self._timer.disposable = self._clock.schedule_relative(delay, self._attempt_now)
-                return
-            if breaker is not None:
-                breaker.before_attempt(now)
-        self._attempt += 1
-        emit(self._next, self._block, self._attempt_done)
+        # A sink that settles inside on_next (a synchronous one) leaves the next waiting block
+        # to this loop: were _done() to start it from inside the settle, every block of a
+        # backlog would nest one more call chain, until RecursionError.
+        while not self._disposed:
+            breaker = self._s.breaker
+            if self._not_before or (breaker is not None and breaker.failures):
+                now = self._now()
+                delay = max(self._not_before - now, breaker.delay(now) if breaker else 0.0)
+                if delay > 0:
+                    self._timer.disposable = self._clock.schedule_relative(delay, self._attempt_now)
+                    return
+                if breaker is not None:
+                    breaker.before_attempt(now)
+            self._attempt += 1
+            emitting, self._emitting = self._emitting, True  # attempts may nest via upstream
+            try:
+                emit(self._next, self._block, self._attempt_done)
+            finally:
+                self._emitting = emitting
+            if self._busy or not self._take_next():
+                return  # held below, or a retry is scheduled, or nothing is left
 
     def _attempt_done(self, error: BaseException | None) -> None:
         block, attempt = self._block, self._attempt
@@ -371,10 +406,12 @@ class _RetryLane(abc.ObserverBase[_B]):
             while self._waiting:
                 block, waiting_handoff = self._waiting.popleft()
                 self._give_up(block, waiting_handoff, 0, self._closed)
-        if self._waiting:
-            self._start(*self._waiting.popleft())
-        elif self._completed:
-            self._finish()
+        if self._emitting or self._busy:
+            # settled inside emit(): the loop in _attempt_now goes on with the next block; or
+            # settling upstream already handed this lane its next block
+            return
+        if self._take_next():
+            self._attempt_now()
 
     def _finish(self) -> None:
         if self._finished:
@@ -384,13 +421,17 @@ class _RetryLane(abc.ObserverBase[_B]):
             self._unlisten()
             self._unlisten = None
         token, self._flush = self._flush, None
-        with flush_scope(token):
-            if self._error is not None:
-                self._observer.on_error(self._error)
-            else:
-                self._observer.on_completed()
-        if token is not None:
-            token.done()
+        try:
+            with flush_scope(token):
+                if self._error is not None:
+                    self._observer.on_error(self._error)
+                else:
+                    self._observer.on_completed()
+        finally:
+            # even if the observer below raised: this stage has flushed, and a token left
+            # behind would keep EventSubject.aclose() waiting for ever
+            if token is not None:
+                token.done()
 
     def _breaker_changed(self, state: BreakerState) -> None:
         if self._s.outcomes is not None:

@@ -12,6 +12,7 @@ from reactivex import abc
 
 from ._exceptions import SINK_CLOSED
 from ._flow import FlushToken, Handoff, hold, join_flush
+from ._queue import weight_of
 
 __all__ = ["CallbackSink", "CollectingSink"]
 
@@ -52,7 +53,8 @@ class CallbackSink(abc.ObserverBase[_T], Generic[_T]):
             raise TypeError(f"CallbackSink needs a callable, got {fn!r}")
         self._fn = fn
         self._on_completed = on_completed
-        self._tasks: set[asyncio.Task[Any]] = set()
+        # running deliveries -> how many events each carries (close reports count events)
+        self._tasks: dict[asyncio.Task[Any], int] = {}
         self._completed = False
         self._flush: FlushToken | None = None
 
@@ -70,13 +72,13 @@ class CallbackSink(abc.ObserverBase[_T], Generic[_T]):
             return
         if result is not None and inspect.isawaitable(result):
             task = asyncio.ensure_future(result)
-            self._tasks.add(task)
+            self._tasks[task] = weight_of(value)
             task.add_done_callback(lambda done: self._task_done(done, handoff))
         elif handoff is not None:
             handoff.settle(None)
 
     def _task_done(self, task: asyncio.Task[Any], handoff: Handoff | None) -> None:
-        self._tasks.discard(task)
+        self._tasks.pop(task, None)
         error = None if task.cancelled() else task.exception()
         if task.cancelled():
             error = asyncio.CancelledError()
@@ -102,7 +104,7 @@ class CallbackSink(abc.ObserverBase[_T], Generic[_T]):
         if self._completed:
             return
         self._completed = True
-        self._flush = join_flush(lambda: len(self._tasks))
+        self._flush = join_flush(lambda: sum(self._tasks.values()))
         if not self._tasks:
             self._finish()
 

@@ -12,6 +12,10 @@ import json
 import logging
 import signal
 import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -20,6 +24,7 @@ import click
 import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 from yarl import URL
 
 from . import __version__
@@ -27,7 +32,9 @@ from ._config import ConfigErrors, LogConfig, RelayConfig, load_config
 from ._event import MEDIA_TYPE_V1, MEDIA_TYPE_V2, Event, decode_envelope, decode_ndjson
 from ._exceptions import DeliveryError, EnvelopeError
 from ._ingest import post_events
-from ._relay import Relay, build_endpoints
+from ._relay import Relay, build_endpoints, open_store
+from ._store import StoreError
+from ._units import parse_duration
 
 __all__ = ["main"]
 
@@ -135,11 +142,18 @@ def serve(config_path: str) -> None:
         asyncio.run(_serve(config))
     except OSError as exc:  # the address cannot be bound: Relay.start names it
         _fail([f"error: {exc.strerror or exc}"], 1)
+    except StoreError as exc:  # corrupt, unwritable or unreachable store: nothing was touched
+        _fail([f"error: {exc}"], 1)
 
 
 async def _serve(config: RelayConfig) -> None:
     relay = Relay(config)
-    await relay.start()
+    try:
+        await relay.start()
+    except BaseException:
+        if relay.store is not None:
+            await relay.store.close()
+        raise
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -323,3 +337,185 @@ def demo(count: int, quiet: bool) -> None:
 
     ok = asyncio.run(run_demo(count, quiet=quiet))
     sys.exit(0 if ok else 1)
+
+
+def _since(value: str | None) -> float | None:
+    """``--since``: a Go duration back from now (``2h``) or an ISO 8601 time."""
+    if value is None:
+        return None
+    try:
+        return time.time() - parse_duration(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"expected a duration like 2h or a time like 2026-11-29T17:00:00Z, got {value!r}"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _running_relay(config: RelayConfig) -> str | None:
+    """The base URL of a relay serving this configuration right now, if one answers."""
+    host = config.ingest.host or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    base = f"http://{host}:{config.ingest.port}"
+    try:
+        with urllib.request.urlopen(f"{base}/healthz", timeout=2) as answer:
+            return base if answer.status == 200 else None
+    except (OSError, ValueError):
+        return None
+
+
+def _admin(config: RelayConfig, base: str, path: str, method: str = "GET") -> Any:
+    request = urllib.request.Request(f"{base}{path}", method=method)
+    if config.ingest.token:
+        request.add_header("Authorization", f"Bearer {config.ingest.token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.load(answer)
+    except urllib.error.HTTPError as exc:
+        _fail([f"error: the running relay answered {exc.code}: {exc.read().decode()[:200]}"], 1)
+    except OSError as exc:
+        _fail([f"error: cannot reach the running relay at {base}: {exc}"], 1)
+
+
+async def _with_store(config: RelayConfig, action: Any) -> Any:
+    store = open_store(config.store)
+    if store is None:
+        _fail(["error: store.kind is memory: dead letters live only in a running relay"], 2)
+    await store.open()
+    try:
+        return await action(store)
+    finally:
+        await store.close()
+
+
+@main.group("dead-letters")
+def dead_letters() -> None:
+    """List and replay the events endpoints gave up on (kept by the durable store).
+
+    While `rxsinks serve` runs with the same configuration, these commands go through it (so
+    replayed events go straight back into its queues); otherwise they open the store directly
+    and the next `serve` delivers what was replayed.
+    """
+
+
+_CONFIG_OPTION = click.option(
+    "--config",
+    "-c",
+    "config_path",
+    required=True,
+    envvar="RXSINKS_CONFIG",
+    type=click.Path(dir_okay=False),
+    help="The relay's YAML configuration. Env: RXSINKS_CONFIG.",
+)
+_ENDPOINT_OPTION = click.option("--endpoint", "-e", default=None, help="Only this endpoint.")
+_SINCE_OPTION = click.option(
+    "--since", default=None, help="Only those given up since: a duration (2h) or an ISO time."
+)
+
+
+@dead_letters.command("list")
+@_CONFIG_OPTION
+@_ENDPOINT_OPTION
+@_SINCE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def list_dead_letters(
+    config_path: str, endpoint: str | None, since: str | None, as_json: bool
+) -> None:
+    """List dead letters: endpoint, event, when, attempts and the last error."""
+    config, _ = _load(config_path)
+    after = _since(since)
+    base = _running_relay(config)
+    rows: list[dict[str, Any]]
+    if base is not None:
+        query = urllib.parse.urlencode(
+            {k: v for k, v in {"endpoint": endpoint, "since": after}.items() if v is not None}
+        )
+        rows = _admin(config, base, f"/dead-letters?{query}")["dead_letters"]
+    else:
+        try:
+            records = asyncio.run(
+                _with_store(config, lambda store: store.dead_letters(endpoint, after))
+            )
+        except StoreError as exc:
+            _fail([f"error: {exc}"], 1)
+        rows = [
+            {
+                "id": r.id,
+                "endpoint": r.endpoint,
+                "seq": r.seq,
+                "event": r.event.to_dict(),
+                "error": r.error,
+                "attempts": r.attempts,
+                "time": r.time,
+            }
+            for r in records
+        ]
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row, ensure_ascii=False))
+        return
+    console = Console()
+    table = Table(title=f"{len(rows)} dead letter(s)")
+    for column in ("endpoint", "event", "action", "repository", "given up", "attempts", "error"):
+        table.add_column(column)
+    for row in rows:
+        event = row["event"]
+        target = event.get("target") if isinstance(event.get("target"), dict) else {}
+        table.add_row(
+            row["endpoint"],
+            str(event.get("id", "")),
+            str(event.get("action", "")),
+            str(target.get("repository", "")),
+            datetime.fromtimestamp(row["time"], UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            str(row["attempts"]),
+            row["error"],
+        )
+    console.print(table)
+
+
+@dead_letters.command("replay")
+@_CONFIG_OPTION
+@_ENDPOINT_OPTION
+@_SINCE_OPTION
+def replay_dead_letters(config_path: str, endpoint: str | None, since: str | None) -> None:
+    """Put dead letters back on their endpoints' queues, in their original order."""
+    config, _ = _load(config_path)
+    after = _since(since)
+    names = [endpoint] if endpoint else [e.name for e in config.endpoints]
+    base = _running_relay(config)
+    total = 0
+    with Progress(
+        TextColumn("replaying {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=False,
+    ) as progress:
+        task = progress.add_task("endpoints", total=len(names))
+        for name in names:
+            progress.update(task, description=name)
+            if base is not None:
+                query = urllib.parse.urlencode(
+                    {k: v for k, v in {"endpoint": name, "since": after}.items() if v is not None}
+                )
+                total += int(
+                    _admin(config, base, f"/dead-letters/replay?{query}", "POST")["replayed"]
+                )
+            else:
+                try:
+                    replayed = asyncio.run(
+                        _with_store(config, lambda store, n=name: store.replay(n, after))
+                    )
+                except StoreError as exc:
+                    _fail([f"error: {exc}"], 1)
+                total += len(replayed)
+            progress.advance(task)
+    where = "into the running relay" if base is not None else "into the store (next serve delivers)"
+    click.echo(f"replayed {total} dead letter(s) {where}")

@@ -135,7 +135,8 @@ async def test_full_store_refuses_appends_and_keeps_what_it_accepted(tmp_path: P
 
 
 async def test_durable_endpoint_resumes_after_restart_in_order(
-    tmp_path: Path, aiohttp_server  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    aiohttp_server,  # type: ignore[no-untyped-def]
 ) -> None:
     received: list[str] = []
     up = asyncio.Event()
@@ -163,6 +164,10 @@ async def test_durable_endpoint_resumes_after_restart_in_order(
         chunk = batch[i : i + 50]
         for seq, event in zip(await store.append(chunk, [["a"]] * 50), chunk, strict=True):
             down.on_stored(seq, event)
+    for _ in range(200):  # pending is counted once the queue's first backlog read is back
+        if down.pending == 500:
+            break
+        await asyncio.sleep(0.01)
     assert down.pending == 500
     report = await down.aclose(timeout=0.2)
     assert not report.flushed and report.remaining > 0
@@ -189,7 +194,8 @@ async def test_durable_endpoint_resumes_after_restart_in_order(
 
 
 async def test_durable_endpoint_dead_letters_into_the_store(
-    tmp_path: Path, aiohttp_server  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    aiohttp_server,  # type: ignore[no-untyped-def]
 ) -> None:
     received: list[str] = []
 

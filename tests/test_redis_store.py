@@ -1,0 +1,385 @@
+"""The Redis Streams store against a real ``redis-server``, and a durable endpoint over it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import redis.asyncio
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+import rxsinks
+from rxsinks._redis_store import RedisStore
+from rxsinks._store import StoreError
+
+if TYPE_CHECKING:
+    from tests.redis_server import RedisServer
+
+pytest_plugins = ["tests.redis_server"]  # the redis_server, redis_url and own_redis fixtures
+
+
+def events(count: int, prefix: str = "e") -> list[rxsinks.Event]:
+    return [
+        rxsinks.Event.new("push", target={"repository": f"r/{i}"}, id=f"{prefix}{i}")
+        for i in range(count)
+    ]
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[RedisStore]:
+    opened = RedisStore(redis_url)
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+async def seqs_of(store: RedisStore, endpoint: str, after: int = 0) -> list[int]:
+    return [seq for seq, _ in await store.read(endpoint, after, 10_000)]
+
+
+async def test_append_read_confirm_in_order(store: RedisStore) -> None:
+    batch = events(10)
+    seqs = await store.append(batch, [["a", "b"]] * 5 + [["a"]] * 5)
+    assert seqs == sorted(seqs) and len(set(seqs)) == 10
+    rows = await store.read("a", 0, 100)
+    assert [seq for seq, _ in rows] == seqs
+    assert [e.to_dict() for _, e in rows] == [e.to_dict() for e in batch]  # every field kept
+    assert await store.backlog("b") == (5, seqs[-1])
+    await store.confirm("a", seqs[:3])
+    assert await seqs_of(store, "a") == seqs[3:]
+    assert [seq for seq, _ in await store.read("a", seqs[5], 2)] == seqs[6:8]
+    assert await store.pending() == 12
+    assert await store.pending("b") == 5
+    assert await store.endpoints() == ["a", "b"]
+    assert await store.compact() == 0  # confirmed entries are already gone
+    assert await store.append([], []) == []
+
+
+async def test_dead_letters_list_and_replay_keep_the_original_order(store: RedisStore) -> None:
+    seqs = await store.append(events(4), [["a"]] * 4)
+    await store.dead_letter("a", seqs[1:3], "422 Unprocessable Entity", 3)
+    letters = await store.dead_letters("a")
+    assert [(d.seq, d.event.id, d.error, d.attempts) for d in letters] == [
+        (seqs[1], "e1", "422 Unprocessable Entity", 3),
+        (seqs[2], "e2", "422 Unprocessable Entity", 3),
+    ]
+    assert letters[0].id < letters[1].id and letters[0].endpoint == "a"
+    assert await seqs_of(store, "a") == [seqs[0], seqs[3]]
+    assert await store.backlog("a") == (2, seqs[3])
+    assert await store.dead_letters("other") == []
+    later = await store.append(events(1, "late"), [["a"]])
+
+    assert await store.replay("a") == [("a", seqs[1]), ("a", seqs[2])]
+    rows = await store.read("a", 0, 10)
+    assert [seq for seq, _ in rows] == [*seqs, *later]  # back in their original places
+    assert [event.id for _, event in rows] == ["e0", "e1", "e2", "e3", "late0"]
+    assert [seq for seq, _ in await store.read("a", seqs[0], 2)] == seqs[1:3]
+    assert await store.backlog("a") == (5, later[0])
+    assert await store.dead_letters() == []
+    assert await store.replay("a") == []  # nothing left to replay
+
+    # a replayed delivery is confirmed and dead-lettered like any other
+    await store.confirm("a", [seqs[1]])
+    await store.dead_letter("a", [seqs[2]], "again", 1)
+    assert await seqs_of(store, "a") == [seqs[0], seqs[3], later[0]]
+    assert [(d.seq, d.error) for d in await store.dead_letters()] == [(seqs[2], "again")]
+    assert await store.replay() == [("a", seqs[2])]
+    assert await seqs_of(store, "a") == [seqs[0], seqs[2], seqs[3], later[0]]
+
+
+async def test_dead_letters_across_endpoints_since_and_limit(store: RedisStore) -> None:
+    seqs = await store.append(events(3), [["a", "b"]] * 3)
+    await store.dead_letter("b", seqs[:1], "first", 1)
+    await store.dead_letter("a", seqs[1:2], "second", 2)
+    cut = time.time()
+    await asyncio.sleep(0.01)  # so the next one is given up strictly after the cut
+    await store.dead_letter("b", seqs[2:], "third", 3)
+    everything = await store.dead_letters()
+    assert [(d.endpoint, d.seq, d.error) for d in everything] == [
+        ("b", seqs[0], "first"),
+        ("a", seqs[1], "second"),
+        ("b", seqs[2], "third"),
+    ]
+    assert [d.error for d in await store.dead_letters(limit=2)] == ["first", "second"]
+    assert [d.error for d in await store.dead_letters(since=cut)] == ["third"]
+    assert await store.replay(since=cut) == [("b", seqs[2])]
+    assert [d.error for d in await store.dead_letters()] == ["first", "second"]
+    assert await store.replay() == [("b", seqs[0]), ("a", seqs[1])]
+    assert await seqs_of(store, "b") == seqs
+    assert await seqs_of(store, "a") == seqs
+
+
+async def test_dead_lettering_a_confirmed_delivery_keeps_nothing(store: RedisStore) -> None:
+    seqs = await store.append(events(2), [["a"]] * 2)
+    await store.confirm("a", seqs[:1])
+    await store.dead_letter("a", seqs, "late", 1)
+    assert [d.seq for d in await store.dead_letters("a")] == [seqs[1]]
+
+
+async def test_a_new_store_on_the_same_redis_sees_the_backlog(redis_url: str) -> None:
+    first = RedisStore(redis_url)
+    await first.open()
+    seqs = await first.append(events(3), [["a"]] * 3)
+    await first.confirm("a", seqs[:1])
+    await first.close()
+    second = RedisStore(redis_url)
+    await second.open()
+    try:
+        assert await second.backlog("a") == (2, seqs[-1])
+        assert await seqs_of(second, "a") == seqs[1:]
+        more = await second.append(events(1, "x"), [["a"]])
+        assert more[0] > seqs[-1]
+    finally:
+        await second.close()
+
+
+async def test_prefixes_keep_two_relays_apart(redis_url: str) -> None:
+    one, two = RedisStore(redis_url, prefix="one"), RedisStore(redis_url, prefix="two")
+    await one.open()
+    await two.open()
+    try:
+        await one.append(events(2), [["a"]] * 2)
+        assert await two.pending() == 0
+        assert await two.endpoints() == []
+        assert await one.pending("a") == 2
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_acknowledged_appends_survive_a_redis_crash(own_redis: RedisServer) -> None:
+    store = RedisStore(own_redis.url, timeout=2)
+    await store.open()
+    seqs = await store.append(events(50), [["a"]] * 50)
+    await store.close()
+    own_redis.kill()  # SIGKILL: only the append-only file remains
+    own_redis.start()
+    again = RedisStore(own_redis.url, timeout=2)
+    await again.open()
+    try:
+        assert await seqs_of(again, "a") == seqs
+    finally:
+        await again.close()
+
+
+async def test_redis_going_away_is_a_store_error(own_redis: RedisServer) -> None:
+    store = RedisStore(own_redis.url, timeout=1)
+    await store.open()
+    try:
+        own_redis.kill()
+        with pytest.raises(StoreError, match=rf"127\.0\.0\.1:{own_redis.port}.*append failed"):
+            await store.append(events(1), [["a"]])
+    finally:
+        await store.close()
+
+
+async def test_concurrent_appends_keep_stream_order_equal_to_seq_order(
+    redis_url: str,
+) -> None:
+    """Two stores (two instances) ingest at once while a third tails the stream: the tail must
+    see every event, which fails if an entry could become visible before a smaller seq."""
+    writers = [RedisStore(redis_url), RedisStore(redis_url)]
+    reader = RedisStore(redis_url)
+    for store in (*writers, reader):
+        await store.open()
+    appended: list[int] = []
+    done = asyncio.Event()
+
+    async def write(store: RedisStore, tag: str) -> None:
+        for i in range(60):
+            batch = events(3, f"{tag}{i}-")
+            appended.extend(await store.append(batch, [["a"], ["a", "b"], ["b"]]))
+
+    async def tail() -> list[int]:
+        seen: list[int] = []
+        while True:
+            rows = await reader.tail("a", seen[-1] if seen else 0, 50, wait=0.05)
+            seen += [seq for seq, _ in rows]
+            if not rows and done.is_set():
+                return seen
+
+    try:
+        tailing = asyncio.create_task(tail())
+        await asyncio.gather(*(write(store, f"w{n}") for n, store in enumerate(writers)))
+        done.set()
+        seen = await tailing
+        per_a = await seqs_of(reader, "a")
+        assert len(appended) == 360 and len(set(appended)) == 360
+        assert len(per_a) == 240 and per_a == sorted(per_a)
+        assert seen == per_a  # nothing skipped: visible order is seq order
+        assert len(await seqs_of(reader, "b")) == 240
+    finally:
+        for store in (*writers, reader):
+            await store.close()
+
+
+async def test_unreachable_redis_is_a_clear_error_without_the_password() -> None:
+    with socket_on_free_port() as port:
+        url = f"redis://user:s3cret@127.0.0.1:{port}/0"
+        with pytest.raises(StoreError, match=rf"127\.0\.0\.1:{port}.*cannot reach") as caught:
+            await RedisStore(url, timeout=1).open()
+    assert "s3cret" not in str(caught.value) and "***" in str(caught.value)
+
+
+async def test_bad_urls_and_arguments_are_clear_errors(store: RedisStore) -> None:
+    with pytest.raises(StoreError, match="not a Redis URL"):
+        await RedisStore("http://127.0.0.1:1/").open()
+    with pytest.raises(ValueError, match="redis:// URL"):
+        RedisStore("")
+    unopened = RedisStore("redis://127.0.0.1:1/0")
+    with pytest.raises(StoreError, match="not open"):
+        await unopened.read("a", 0, 1)
+    with pytest.raises(ValueError, match="2 events but 1 routes"):
+        await store.append(events(2), [["a"]])
+    with pytest.raises(ValueError, match="after must be an integer >= 0"):
+        await store.read("a", -1, 10)
+    with pytest.raises(ValueError, match="endpoint name"):
+        await store.append(events(1), [[""]])
+    await store.close()
+    with pytest.raises(StoreError, match="closed"):
+        await store.backlog("a")
+
+
+class socket_on_free_port:
+    """A port nobody listens on, held bound (not listening) so nothing else takes it."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        port: int = self.sock.getsockname()[1]
+        return port
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+
+# -- a durable endpoint over Redis ---------------------------------------------------------------
+
+
+async def hook_server(
+    aiohttp_server: object, up: asyncio.Event, received: list[str], refuse: str = ""
+) -> TestServer:
+    async def handler(request: web.Request) -> web.Response:
+        body = await request.json()
+        ids = [e["id"] for e in body["events"]]
+        if not up.is_set():
+            return web.Response(status=503)
+        if refuse in ids:
+            return web.Response(status=422)
+        received.extend(ids)
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/hook", handler)
+    server: TestServer = await aiohttp_server(app)  # type: ignore[operator]
+    return server
+
+
+async def test_durable_endpoint_over_redis_delivers_after_an_outage_in_order(
+    redis_url: str,
+    aiohttp_server: object,
+) -> None:
+    received: list[str] = []
+    up = asyncio.Event()
+    server = await hook_server(aiohttp_server, up, received)
+    url = str(server.make_url("/hook"))
+    batch = events(300)
+
+    store = RedisStore(redis_url)
+    await store.open()
+    down = rxsinks.Endpoint(
+        "a", url, threshold=1, backoff=0.05, store=store, store_window=64, batch_max_events=20
+    )
+    down.start()
+    for i in range(0, 300, 50):
+        chunk = batch[i : i + 50]
+        for seq, event in zip(await store.append(chunk, [["a"]] * 50), chunk, strict=True):
+            down.on_stored(seq, event)
+    # the queue counts its backlog once its first read of the store is back
+    for _ in range(500):
+        if down.pending == 300:
+            break
+        await asyncio.sleep(0.02)
+    assert down.pending == 300
+    report = await down.aclose(timeout=0.2)
+    assert not report.flushed and report.remaining > 0
+    down.dispose()
+    await store.close()
+    assert received == []
+
+    # another instance (a new store client) takes the endpoint over with the receiver up
+    up.set()
+    store = RedisStore(redis_url)
+    await store.open()
+    try:
+        again = rxsinks.Endpoint("a", url, store=store, store_window=64, batch_max_events=20)
+        again.start()
+        live = events(5, "live")
+        for seq, event in zip(await store.append(live, [["a"]] * 5), live, strict=True):
+            again.on_stored(seq, event)
+        assert (await again.aclose(timeout=30)).flushed
+        assert received == [e.id for e in batch + live]  # each once, in order
+        assert again.metrics().pending == 0
+        assert await store.pending("a") == 0
+    finally:
+        await store.close()
+
+
+async def test_durable_endpoint_dead_letters_into_redis_and_replay_delivers_them(
+    redis_url: str,
+    aiohttp_server: object,
+) -> None:
+    received: list[str] = []
+    up = asyncio.Event()
+    up.set()
+    server = await hook_server(aiohttp_server, up, received, refuse="e1")
+    url = str(server.make_url("/hook"))
+    store = RedisStore(redis_url)
+    await store.open()
+    try:
+        endpoint = rxsinks.Endpoint("a", url, store=store, permanent_statuses=[422])
+        endpoint.start()
+        batch = events(3)
+        for seq, event in zip(await store.append(batch, [["a"]] * 3), batch, strict=True):
+            endpoint.on_stored(seq, event)
+        assert (await endpoint.aclose(timeout=10)).flushed
+        assert received == ["e0", "e2"]
+        letters = await store.dead_letters("a")
+        assert [d.event.id for d in letters] == ["e1"]
+        assert "422" in letters[0].error and letters[0].attempts == 1
+
+        # the receiver is fixed; replayed, the event goes out from the store's backlog
+        assert await store.replay("a") == [("a", letters[0].seq)]
+        fixed = await hook_server(aiohttp_server, up, received)
+        again = rxsinks.Endpoint("a", str(fixed.make_url("/hook")), store=store)
+        again.start()
+        assert (await again.aclose(timeout=10)).flushed
+        assert received == ["e0", "e2", "e1"]
+        assert await store.pending("a") == 0 and await store.dead_letters() == []
+    finally:
+        await store.close()
+
+
+async def test_keys_follow_the_documented_layout(store: RedisStore, redis_url: str) -> None:
+    seqs = await store.append(events(2), [["a"], ["a"]])
+    await store.dead_letter("a", seqs[:1], "x", 1)
+    client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        keys = sorted(await client.keys("rxsinks:*"))
+        assert keys == [
+            "rxsinks:dlq:a",
+            "rxsinks:dlseq",
+            "rxsinks:endpoints",
+            "rxsinks:ep:a",
+            "rxsinks:seq",
+        ]
+        entries: Any = await client.xrange("rxsinks:ep:a")
+        assert [entry_id for entry_id, _ in entries] == [f"{seqs[1]}-0"]
+    finally:
+        await client.aclose()
