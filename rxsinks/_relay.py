@@ -23,7 +23,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
+import socket
 import ssl
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,6 +42,7 @@ from ._event import Event
 from ._exceptions import SINK_CLOSED, ConfigError
 from ._filter import EventFilter
 from ._ingest import ingest_app
+from ._lease import LeaseManager
 from ._outcome import Outcome, OutcomeKind
 from ._queue import Overflow
 from ._retry import Policy
@@ -325,9 +329,18 @@ class Relay:
         self.store = open_store(config.store)
         pairs = build_endpoints(config, scheduler=scheduler, store=self.store)
         self.endpoint_configs: tuple[EndpointConfig, ...] = tuple(cfg for cfg, _ in pairs)
-        self.endpoints: tuple[Endpoint, ...] = tuple(endpoint for _, endpoint in pairs)
+        self._built: tuple[Endpoint, ...] = tuple(endpoint for _, endpoint in pairs)
+        self._scheduler = scheduler
+        # with Redis, several relays share the endpoints: each delivers only for those it holds
+        # the lease of, with a fresh Endpoint per lease; the built ones then only filter
+        self._shared = config.store.kind == "redis"
+        self._live: dict[str, Endpoint] = (
+            {} if self._shared else {endpoint.name: endpoint for endpoint in self._built}
+        )
+        self._leases: LeaseManager | None = None
+        self.instance_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.subject = EventSubject()
-        for endpoint in self.endpoints:
+        for endpoint in self._built:
             endpoint.outcomes.subscribe(_StateLog(endpoint.name))
             if self.store is None:
                 self.subject.add(endpoint)
@@ -339,6 +352,17 @@ class Relay:
         self._accepting = False
         self._stopped: asyncio.Future[CloseReport] | None = None
         self._compactor: asyncio.Task[None] | None = None
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """The endpoints, in file order (with Redis: the delivering one where this relay holds
+        the lease, else the idle one that only filters)."""
+        return tuple(self._live.get(endpoint.name, endpoint) for endpoint in self._built)
+
+    @property
+    def delivering(self) -> tuple[str, ...]:
+        """Names of the endpoints this relay delivers for."""
+        return tuple(name for name in (e.name for e in self._built) if name in self._live)
 
     def __repr__(self) -> str:
         names = ", ".join(endpoint.name for endpoint in self.endpoints)
@@ -385,8 +409,19 @@ class Relay:
         if self.store is not None:
             # StoreError (corrupt, unwritable, unreachable) stops the start with its message
             await self.store.open()
-            for endpoint in self.endpoints:
-                endpoint.start()  # resumes each endpoint's backlog from the store
+            if self._shared:
+                assert self.config.store.url is not None
+                self._leases = LeaseManager(
+                    self.config.store.url,
+                    self.instance_id,
+                    [endpoint.name for endpoint in self._built],
+                    on_acquire=self._acquired,
+                    on_release=self._released,
+                )
+                self._leases.start()
+            else:
+                for endpoint in self._built:
+                    endpoint.start()  # resumes each endpoint's backlog from the store
             self._compactor = asyncio.ensure_future(self._compact_regularly())
         ingest = self.config.ingest
         runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=_HANDLER_SHUTDOWN)
@@ -439,14 +474,16 @@ class Relay:
         if not self._accepting and self._runner is not None:
             raise SINK_CLOSED
         routes = [
-            [endpoint.name for endpoint in self.endpoints if endpoint.accepts(event)]
+            [endpoint.name for endpoint in self._built if endpoint.accepts(event)]
             for event in events
         ]
         seqs = await self.store.append(events, routes)
-        by_name = {endpoint.name: endpoint for endpoint in self.endpoints}
+        live = self._live
         for seq, event, names in zip(seqs, events, routes, strict=True):
             for name in names:
-                by_name[name].on_stored(seq, event)
+                endpoint = live.get(name)
+                if endpoint is not None:  # (with Redis, another relay may deliver for it)
+                    endpoint.on_stored(seq, event)
         if self.subject.members:
             self.subject.write(*events)
 
@@ -469,10 +506,41 @@ class Relay:
         """
         replayed = await self._durable_store().replay(endpoint, since)
         touched = {name for name, _ in replayed}
-        for candidate in self.endpoints:
-            if candidate.name in touched:
+        for name, candidate in self._live.items():
+            if name in touched:
                 candidate.rescan()
         return len(replayed)
+
+    async def _acquired(self, name: str) -> None:
+        config = next(cfg for cfg in self.endpoint_configs if cfg.name == name)
+        endpoint = endpoint_from_config(
+            config,
+            scheduler=self._scheduler,
+            store=self.store,
+            store_window=self.config.store.window,
+            poll_interval=_POLL_INTERVAL,
+        )
+        endpoint.outcomes.subscribe(_StateLog(name))
+        endpoint.start()  # reads the endpoint's whole backlog: nothing another relay left
+        self._live[name] = endpoint
+        log.info(
+            "delivering for endpoint %s (lease acquired)",
+            name,
+            extra={"endpoint": name, "state": "leased", "instance": self.instance_id},
+        )
+
+    async def _released(self, name: str) -> None:
+        endpoint = self._live.pop(name, None)
+        if endpoint is None:
+            return
+        # stop at once: another relay may deliver for it now; what is left stays in Redis
+        endpoint.dispose()
+        await endpoint.aclose(0)
+        log.info(
+            "stopped delivering for endpoint %s (lease released)",
+            name,
+            extra={"endpoint": name, "state": "released", "instance": self.instance_id},
+        )
 
     def _durable_store(self) -> Store:
         if self.store is None:
@@ -520,15 +588,17 @@ class Relay:
         self._accepting = False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        log.info("stopping: flushing %d endpoint(s) for up to %gs", len(self.endpoints), grace)
+        live = list(self._live.values())  # (idle endpoints of a shared store never started)
+        log.info("stopping: flushing %d endpoint(s) for up to %gs", len(live), grace)
         subject_report = await self.subject.aclose(grace)
         # each endpoint gets what is left of the grace period: once it is over, an endpoint
-        # stops trying, releases its HTTP resources and dead-letters what it still holds
+        # stops trying and releases its HTTP resources; what it still holds stays in the
+        # durable store (in memory mode: goes to its dead letters)
         reports = await asyncio.gather(
-            *(endpoint.aclose(max(0.0, deadline - loop.time())) for endpoint in self.endpoints)
+            *(endpoint.aclose(max(0.0, deadline - loop.time())) for endpoint in live)
         )
         remaining = 0
-        for endpoint, report in zip(self.endpoints, reports, strict=True):
+        for endpoint, report in zip(live, reports, strict=True):
             if not report.flushed:
                 remaining += report.remaining
                 log.warning(
@@ -545,6 +615,8 @@ class Relay:
             await self._runner.cleanup()
         if self._compactor is not None:
             self._compactor.cancel()
+        if self._leases is not None:
+            await self._leases.stop()
         if self.store is not None:
             await self.store.close()
         # the endpoints' reports are the truth: the subject's may only say that its own
