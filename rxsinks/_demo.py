@@ -3,18 +3,21 @@
 Everything runs in one process on 127.0.0.1 (ports picked by the system, nothing else on the
 network): three webhook receivers (``healthy``; ``flaky``, which answers 503 for its first
 :data:`FLAKY_SECONDS` seconds then recovers; ``no-pulls``, healthy, whose endpoint ignores
-``pull`` events), a :class:`~rxsinks._relay.Relay` with its ingest on a free port and an in-memory
-store, and a sender that posts registry-style events (the packaged capture of a real registry,
-repeated with fresh ids) through the real HTTP ingest with :func:`~rxsinks._ingest.post_events`,
-the code of ``rxsinks send``. Progress bars and a live table of per-endpoint metrics show the
-flow; the end is a metrics summary and a check that every receiver got exactly the events it
-should, in order.
+``pull`` events), a :class:`~rxsinks._relay.Relay` with its ingest on a free port and its
+default durable store (SQLite, in a temporary directory), and a sender that posts
+registry-style events (the packaged capture of a real registry, repeated with fresh ids)
+through the real HTTP ingest with :func:`~rxsinks._ingest.post_events`, the code of
+``rxsinks send``. Progress bars and a live table of per-endpoint metrics show the flow; the
+end is a metrics summary and a check that every receiver got exactly the events it should,
+in order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import tempfile
 import time
 import uuid
 from collections import deque
@@ -232,11 +235,13 @@ async def _run(count: int, quiet: bool, console: Console, state_lines: _StateLin
     for receiver in receivers:
         await receiver.start()
     relay: Relay | None = None
+    # the default durable store, in a throwaway directory: the demo leaves nothing behind
+    scratch = tempfile.TemporaryDirectory(prefix="rxsinks-demo-")
     try:
         config = parse_config(
             {
                 "ingest": {"addr": "127.0.0.1:0", "grace": f"{_GRACE}s"},
-                "store": {"kind": "memory"},
+                "store": {"path": os.path.join(scratch.name, "rxsinks.db")},
                 "notifications": {
                     "endpoints": [
                         {
@@ -280,6 +285,7 @@ async def _run(count: int, quiet: bool, console: Console, state_lines: _StateLin
             await relay.stop(0)
         for receiver in receivers:
             await receiver.stop()
+        scratch.cleanup()
 
 
 def _delivered(plans: dict[str, _Plan]) -> bool:
