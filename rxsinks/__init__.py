@@ -13,9 +13,13 @@ webhooks with aiohttp; retry policies are tenacity objects.
     >>> await subject.aclose(timeout=10)                                  # doctest: +SKIP
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._batch import batch
 from ._breaker import Breaker, BreakerState
 from ._broadcast import Broadcast, broadcast
+from ._config import ConfigErrors, RelayConfig, load_config, parse_config
+from ._durable import DurableQueue
 from ._endpoint import Endpoint
 from ._event import (
     ENVELOPE_MEDIA_TYPES,
@@ -47,12 +51,31 @@ from ._filter import EventFilter, filter_events, ignore, match
 from ._metrics import EndpointMetrics, MetricsSnapshot
 from ._outcome import DeadLetter, Outcome, OutcomeKind
 from ._queue import Queue, queue
+from ._relay import Relay
 from ._retry import retry_with_breaker
 from ._sinks import CallbackSink, CollectingSink
+from ._store import DeadLetterRecord, SQLiteStore, StoreError
 from ._subject import CloseReport, EventSubject
 from ._webhook import Attempt, WebhookSink
 
+if TYPE_CHECKING:
+    from ._lease import LeaseManager
+    from ._redis_store import RedisStore
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # the Redis pieces need the optional `redis` package: import them only when asked for
+    if name == "RedisStore":
+        from ._redis_store import RedisStore
+
+        return RedisStore
+    if name == "LeaseManager":
+        from ._lease import LeaseManager
+
+        return LeaseManager
+    raise AttributeError(f"module 'rxsinks' has no attribute {name!r}")
 
 __all__ = [
     "ENVELOPE_MEDIA_TYPES",
@@ -68,8 +91,11 @@ __all__ = [
     "CloseReport",
     "CollectingSink",
     "ConfigError",
+    "ConfigErrors",
     "DeadLetter",
+    "DeadLetterRecord",
     "DeliveryError",
+    "DurableQueue",
     "Endpoint",
     "EndpointDisabledError",
     "EndpointMetrics",
@@ -77,16 +103,22 @@ __all__ = [
     "Event",
     "EventFilter",
     "EventSubject",
+    "LeaseManager",
     "MetricsSnapshot",
     "Outcome",
     "OutcomeKind",
     "PermanentDeliveryError",
     "Queue",
     "QueueFullError",
+    "RedisStore",
+    "Relay",
+    "RelayConfig",
     "Request",
     "RxSinksError",
+    "SQLiteStore",
     "SinkClosedError",
     "Source",
+    "StoreError",
     "Target",
     "WebhookSink",
     "WebhookStatusError",
@@ -97,7 +129,9 @@ __all__ = [
     "encode_envelope",
     "filter_events",
     "ignore",
+    "load_config",
     "match",
+    "parse_config",
     "queue",
     "retry_with_breaker",
     "sample_events",

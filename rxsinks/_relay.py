@@ -42,11 +42,10 @@ from ._event import Event
 from ._exceptions import SINK_CLOSED, ConfigError
 from ._filter import EventFilter
 from ._ingest import ingest_app
-from ._lease import LeaseManager
 from ._outcome import Outcome, OutcomeKind
 from ._queue import Overflow
 from ._retry import Policy
-from ._store import DeadLetterRecord, SQLiteStore
+from ._store import DeadLetterRecord, SQLiteStore, StoreError
 from ._subject import CloseReport, EventSubject
 
 __all__ = [
@@ -82,7 +81,13 @@ def open_store(config: StoreConfig) -> Store | None:
     if config.kind == "memory":
         return None
     if config.kind == "redis":
-        from ._redis_store import RedisStore
+        try:
+            from ._redis_store import RedisStore
+        except ImportError as exc:
+            raise StoreError(
+                f"store.url is Redis but the redis package is missing: {exc}; "
+                "install it with: pip install 'rxsinks[redis]'"
+            ) from None
 
         assert config.url is not None
         redis_store: Store = RedisStore(config.url)
@@ -337,7 +342,7 @@ class Relay:
         self._live: dict[str, Endpoint] = (
             {} if self._shared else {endpoint.name: endpoint for endpoint in self._built}
         )
-        self._leases: LeaseManager | None = None
+        self._leases: Any = None  # a LeaseManager with a Redis store
         self.instance_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.subject = EventSubject()
         for endpoint in self._built:
@@ -410,6 +415,8 @@ class Relay:
             # StoreError (corrupt, unwritable, unreachable) stops the start with its message
             await self.store.open()
             if self._shared:
+                from ._lease import LeaseManager  # needs the optional `redis` package
+
                 assert self.config.store.url is not None
                 self._leases = LeaseManager(
                     self.config.store.url,
