@@ -77,6 +77,7 @@ def __getattr__(name: str) -> Any:
         return LeaseManager
     raise AttributeError(f"module 'rxsinks' has no attribute {name!r}")
 
+
 __all__ = [
     "ENVELOPE_MEDIA_TYPES",
     "MEDIA_TYPE_V1",

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from reactivex import Observable, Observer, abc
+from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
 from ._exceptions import SINK_CLOSED, SinkClosedError
@@ -40,6 +40,38 @@ class _Direct(Generic[_T]):
 
     def on_completed(self) -> None:
         self.member.on_completed()
+
+
+class _Callbacks(abc.ObserverBase[_T]):
+    """Callbacks as a member, with no layer of its own: ``on_next`` *is* the callback (the
+    operators above a subject subscribe this way, once per event and endpoint)."""
+
+    def __init__(
+        self,
+        on_next: Callable[[_T], None] | None,
+        on_error: Callable[[Exception], None] | None,
+        on_completed: Callable[[], None] | None,
+    ) -> None:
+        self.on_next = on_next or _ignore  # type: ignore[method-assign, assignment]
+        self._on_error = on_error
+        self._on_completed = on_completed
+
+    def on_next(self, value: _T) -> None:  # replaced per instance in __init__
+        pass
+
+    def on_error(self, error: Exception) -> None:
+        if self._on_error is None:
+            log.error("broadcast member failed: %s", error)
+        else:
+            self._on_error(error)
+
+    def on_completed(self) -> None:
+        if self._on_completed is not None:
+            self._on_completed()
+
+
+def _ignore(_: object) -> None:
+    pass
 
 
 class _CallbackObserver(abc.ObserverBase[_T]):
@@ -227,7 +259,7 @@ class Broadcast(Observable[_T], abc.ObserverBase[_T], Generic[_T]):
         if isinstance(on_next, abc.ObserverBase):
             member = on_next
         else:
-            member = Observer(on_next, on_error, on_completed)
+            member = _Callbacks(on_next, on_error, on_completed)
         subscription = self.add(member)
         self.connect(scheduler)
         return subscription

@@ -27,7 +27,7 @@ from reactivex.disposable import CompositeDisposable, Disposable
 
 from ._event import Event
 from ._exceptions import SinkClosedError
-from ._flow import FlushToken, direct_on_next, emit, flush_scope, join_flush
+from ._flow import FlushToken, direct_emitter, flush_scope, join_flush
 
 __all__ = ["DurableQueue", "QueueStore", "Store"]
 
@@ -131,7 +131,7 @@ class _DurableLane(abc.ObserverBase[Stored]):
     def __init__(self, owner: DurableQueue, observer: abc.ObserverBase[tuple[Event, ...]]) -> None:
         self._owner = owner
         self._observer = observer
-        self._next = direct_on_next(observer)
+        self._emit = direct_emitter(observer)
         self._memory: deque[Stored] = deque()
         # everything the store holds for us with seq > _disk_after is not (yet) in memory;
         # None when memory holds the whole backlog
@@ -239,7 +239,7 @@ class _DurableLane(abc.ObserverBase[Stored]):
             self._owner.in_flight += 1
             self._in_emit = True
             try:
-                emit(self._next, tuple(event for _, event in stored), self._settled)
+                self._emit(tuple(event for _, event in stored), self._settled)
             finally:
                 self._in_emit = False
 

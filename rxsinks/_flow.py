@@ -38,6 +38,7 @@ __all__ = [
     "FlushGroup",
     "FlushToken",
     "Handoff",
+    "direct_emitter",
     "direct_on_next",
     "emit",
     "flush_scope",
@@ -117,6 +118,34 @@ def direct_on_next(observer: Any) -> Callable[[Any], None]:
         if getattr(target, "__rxsinks_stage__", False):
             return target.on_next  # type: ignore[no-any-return, union-attr]
     return observer.on_next  # type: ignore[no-any-return]
+
+
+Emitter = Callable[[Any, SettleCallback], None]
+
+
+def direct_emitter(observer: Any) -> Emitter:
+    """How a stage hands items to ``observer``: ``emitter(item, on_settled)``.
+
+    When the observer is an rxsinks stage with an ``accept(item, on_settled)`` method (behind
+    reactivex's ``AutoDetachObserver`` or not), that method is called directly: no offer, no
+    thread-local, no :class:`Handoff` object. ``accept`` calls ``on_settled`` exactly once,
+    possibly before it returns, and never raises. Anything else goes through :func:`emit`.
+    """
+    target = observer
+    if type(observer) is AutoDetachObserver:
+        inner = getattr(observer._on_next, "__self__", None)
+        if getattr(inner, "__rxsinks_stage__", False):
+            target = inner
+    if getattr(target, "__rxsinks_stage__", False):
+        accept = getattr(target, "accept", None)
+        if accept is not None:
+            return accept  # type: ignore[no-any-return]
+    on_next = direct_on_next(observer)
+
+    def emitter(item: Any, on_settled: SettleCallback) -> None:
+        emit(on_next, item, on_settled)
+
+    return emitter
 
 
 def emit(target: _Observer | Callable[[Any], None], item: Any, on_settled: SettleCallback) -> None:

@@ -14,7 +14,7 @@ from reactivex.scheduler import CurrentThreadScheduler
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
 from ._exceptions import SINK_CLOSED, QueueFullError
-from ._flow import FlushToken, direct_on_next, emit, flush_scope, join_flush
+from ._flow import FlushToken, direct_emitter, flush_scope, join_flush
 
 __all__ = ["Overflow", "Queue", "clock_of", "default_scheduler", "queue", "weight_of"]
 
@@ -32,7 +32,8 @@ _DRAIN_SLICE = 512
 
 def weight_of(item: object) -> int:
     """How many events an item stands for: the length of a block, else 1."""
-    return len(item) if isinstance(item, tuple | list) else 1
+    # a tuple of types is checked faster than a union
+    return len(item) if isinstance(item, (tuple, list)) else 1
 
 
 def _call_hook(hook: Callable[..., None], *args: Any) -> None:
@@ -141,7 +142,7 @@ class Lane(abc.ObserverBase[_T], Generic[_T]):
         self._owner = owner
         self._observer = observer
         self._scheduler = scheduler
-        self._next = direct_on_next(observer)
+        self._emit = direct_emitter(observer)
         self._buffer: deque[tuple[_T, int]] = deque()
         self._buffered_weight = 0
         self._inflight: _T | None = None
@@ -245,7 +246,7 @@ class Lane(abc.ObserverBase[_T], Generic[_T]):
             owner.in_flight += 1
             self._in_emit = True
             try:
-                emit(self._next, item, self._settled)
+                self._emit(item, self._settled)
             finally:
                 self._in_emit = False
             if self._has_inflight:

@@ -13,7 +13,7 @@ from reactivex.disposable import CompositeDisposable, Disposable, SerialDisposab
 
 from ._breaker import Breaker, BreakerState
 from ._exceptions import SINK_CLOSED, PermanentDeliveryError, SinkClosedError, WebhookStatusError
-from ._flow import FlushToken, Handoff, direct_on_next, emit, flush_scope, hold, join_flush
+from ._flow import FlushToken, SettleCallback, direct_emitter, flush_scope, hold, join_flush
 from ._outcome import DeadLetter, Outcome, OutcomeKind
 from ._queue import clock_of, default_scheduler, weight_of
 
@@ -171,12 +171,12 @@ class _RetryLane(abc.ObserverBase[_B]):
     ) -> None:
         self._s = settings
         self._observer = observer
-        self._next = direct_on_next(observer)
+        self._emit = direct_emitter(observer)
         self._clock = clock
         self._now = clock_of(clock)
-        self._waiting: deque[tuple[_B, Handoff | None]] = deque()
+        self._waiting: deque[tuple[_B, SettleCallback | None]] = deque()
         self._block: _B | None = None
-        self._handoff: Handoff | None = None
+        self._handoff: SettleCallback | None = None
         self._busy = False
         self._emitting = False  # an attempt's emit() is running
         self._attempt = 0
@@ -198,6 +198,10 @@ class _RetryLane(abc.ObserverBase[_B]):
 
     def on_next(self, value: _B) -> None:
         handoff = hold()
+        self.accept(value, None if handoff is None else handoff.settle)
+
+    def accept(self, value: _B, handoff: SettleCallback | None) -> None:
+        """Take a block with the callback to settle it with (see ``_flow.direct_emitter``)."""
         if self._closed is not None or self._completed:
             self._give_up(value, handoff, 0, SINK_CLOSED)
             return
@@ -238,11 +242,11 @@ class _RetryLane(abc.ObserverBase[_B]):
 
     # -- delivery ------------------------------------------------------------------------------
 
-    def _start(self, block: _B, handoff: Handoff | None) -> None:
+    def _start(self, block: _B, handoff: SettleCallback | None) -> None:
         self._take(block, handoff)
         self._attempt_now()
 
-    def _take(self, block: _B, handoff: Handoff | None) -> None:
+    def _take(self, block: _B, handoff: SettleCallback | None) -> None:
         self._busy = True
         self._block = block
         self._handoff = handoff
@@ -276,7 +280,7 @@ class _RetryLane(abc.ObserverBase[_B]):
             self._attempt += 1
             emitting, self._emitting = self._emitting, True  # attempts may nest via upstream
             try:
-                emit(self._next, self._block, self._attempt_done)
+                self._emit(self._block, self._attempt_done)
             finally:
                 self._emitting = emitting
             if self._busy or not self._take_next():
@@ -364,7 +368,11 @@ class _RetryLane(abc.ObserverBase[_B]):
         return max(wait, breaker_wait, retry_after or 0.0)
 
     def _give_up(
-        self, block: _B | None, handoff: Handoff | None, attempts: int, error: BaseException
+        self,
+        block: _B | None,
+        handoff: SettleCallback | None,
+        attempts: int,
+        error: BaseException,
     ) -> None:
         settings = self._s
         letter = DeadLetter(_events(block), error, attempts, settings.endpoint)
@@ -390,7 +398,7 @@ class _RetryLane(abc.ObserverBase[_B]):
                 error,
             )
         if handoff is not None:
-            handoff.settle(error)
+            handoff(error)
 
     def _done(self, error: BaseException | None) -> None:
         handoff = self._handoff
@@ -398,7 +406,7 @@ class _RetryLane(abc.ObserverBase[_B]):
         self._handoff = None
         self._busy = False
         if handoff is not None:
-            handoff.settle(error)
+            handoff(error)
         if self._disposed:
             return
         if self._closed is not None:

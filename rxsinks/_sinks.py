@@ -11,7 +11,7 @@ from typing import Any, Generic, TypeVar
 from reactivex import abc
 
 from ._exceptions import SINK_CLOSED
-from ._flow import FlushToken, Handoff, hold, join_flush
+from ._flow import FlushToken, SettleCallback, hold, join_flush
 from ._queue import weight_of
 
 __all__ = ["CallbackSink", "CollectingSink"]
@@ -60,11 +60,16 @@ class CallbackSink(abc.ObserverBase[_T], Generic[_T]):
 
     def on_next(self, value: _T) -> None:
         handoff = hold()
+        if handoff is None and self._completed:
+            raise SINK_CLOSED
+        self.accept(value, None if handoff is None else handoff.settle)
+
+    def accept(self, value: _T, handoff: SettleCallback | None) -> None:
+        """Deliver ``value``, settling ``handoff`` with the outcome (see ``_flow``)."""
         if self._completed:
             if handoff is not None:
-                handoff.settle(SINK_CLOSED)
-                return
-            raise SINK_CLOSED
+                handoff(SINK_CLOSED)
+            return
         try:
             result = self._fn(value)
         except Exception as exc:
@@ -75,24 +80,24 @@ class CallbackSink(abc.ObserverBase[_T], Generic[_T]):
             self._tasks[task] = weight_of(value)
             task.add_done_callback(lambda done: self._task_done(done, handoff))
         elif handoff is not None:
-            handoff.settle(None)
+            handoff(None)
 
-    def _task_done(self, task: asyncio.Task[Any], handoff: Handoff | None) -> None:
+    def _task_done(self, task: asyncio.Task[Any], handoff: SettleCallback | None) -> None:
         self._tasks.pop(task, None)
         error = None if task.cancelled() else task.exception()
         if task.cancelled():
             error = asyncio.CancelledError()
         if error is None:
             if handoff is not None:
-                handoff.settle(None)
+                handoff(None)
         else:
             self._failed(handoff, error)
         if self._completed and not self._tasks:
             self._finish()
 
-    def _failed(self, handoff: Handoff | None, error: BaseException) -> None:
+    def _failed(self, handoff: SettleCallback | None, error: BaseException) -> None:
         if handoff is not None:
-            handoff.settle(error)
+            handoff(error)
         else:
             log.error("callback sink %r failed: %s", self._fn, error)
 
