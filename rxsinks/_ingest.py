@@ -178,21 +178,7 @@ class _Ingest:
         except RuntimeError as exc:
             return _error(409, str(exc))
         return web.json_response(
-            {
-                "dead_letters": [
-                    {
-                        "id": record.id,
-                        "endpoint": record.endpoint,
-                        "seq": record.seq,
-                        "event": record.event.to_dict(),
-                        "error": record.error,
-                        "attempts": record.attempts,
-                        "time": record.time,
-                    }
-                    for record in records
-                ]
-            },
-            dumps=_dumps,
+            {"dead_letters": [record.to_dict() for record in records]}, dumps=_dumps
         )
 
     async def replay_dead_letters(self, request: web.Request) -> web.Response:

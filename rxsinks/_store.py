@@ -91,6 +91,18 @@ class DeadLetterRecord:
     attempts: int
     time: float
 
+    def to_dict(self) -> dict[str, Any]:
+        """As plain JSON data (the event as received)."""
+        return {
+            "id": self.id,
+            "endpoint": self.endpoint,
+            "seq": self.seq,
+            "event": self.event.to_dict(),
+            "error": self.error,
+            "attempts": self.attempts,
+            "time": self.time,
+        }
+
 
 class _Job:
     __slots__ = ("fn", "future", "loop")

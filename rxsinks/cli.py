@@ -445,18 +445,7 @@ def list_dead_letters(
             )
         except StoreError as exc:
             _fail([f"error: {exc}"], 1)
-        rows = [
-            {
-                "id": r.id,
-                "endpoint": r.endpoint,
-                "seq": r.seq,
-                "event": r.event.to_dict(),
-                "error": r.error,
-                "attempts": r.attempts,
-                "time": r.time,
-            }
-            for r in records
-        ]
+        rows = [record.to_dict() for record in records]
     if as_json:
         for row in rows:
             click.echo(json.dumps(row, ensure_ascii=False))
