@@ -142,6 +142,7 @@ class _DurableLane(abc.ObserverBase[Stored]):
         self._refilling = False
         self._skip: set[int] = set()
         self._generation = 0  # bumped by rescan(): a refill started before it is stale
+        self._replays_seen: int | None = None
         self._sleeper: asyncio.Task[Any] | None = None
         self._inflight: tuple[int, ...] | None = None
         self._in_emit = False
@@ -270,10 +271,26 @@ class _DurableLane(abc.ObserverBase[Stored]):
         else:
             self._disk_after = last
             if not rows and owner.poll_interval is not None:
+                if await self._replayed_elsewhere():
+                    self._refilling = False
+                    self.rescan()
+                    return
                 # other processes append too: look again in a while (or when woken)
                 await self._sleep(owner.poll_interval)
         self._refilling = False
         self._drain()
+
+    async def _replayed_elsewhere(self) -> bool:
+        """Whether another process replayed dead letters into this endpoint's queue."""
+        generation_of = getattr(self._owner.store, "replay_generation", None)
+        if generation_of is None:
+            return False
+        try:
+            generation = int(await generation_of(self._owner.endpoint))
+        except Exception:  # the next poll asks again
+            return False
+        seen, self._replays_seen = self._replays_seen, generation
+        return seen is not None and generation != seen
 
     async def _sleep(self, seconds: float) -> None:
         self._sleeper = asyncio.ensure_future(asyncio.sleep(seconds))

@@ -471,7 +471,21 @@ class RedisStore:
                         break
                     after = str(last)
         done.sort()
+        touched = {name for _, name, _ in done}
+        if touched:
+            # the relay delivering for an endpoint may be another process: it watches this
+            # counter and re-reads its backlog when it moves (replayed seqs are behind it)
+            with self._errors("replay"):
+                for name in touched:
+                    await client.incr(self._key("rpgen", name))
         return [(name, seq) for _, name, seq in done]
+
+    async def replay_generation(self, endpoint: str) -> int:
+        """A counter that moves whenever dead letters of ``endpoint`` are replayed."""
+        client = self._redis()
+        with self._errors(f"replay generation of {endpoint!r}"):
+            value = await client.get(self._key("rpgen", _name(endpoint)))
+        return int(value or 0)
 
     async def compact(self) -> int:
         """Nothing to compact on Redis (see the module docstring); returns 0."""

@@ -366,6 +366,59 @@ async def test_durable_endpoint_dead_letters_into_redis_and_replay_delivers_them
         await store.close()
 
 
+async def test_a_replay_by_another_process_reaches_the_running_holder(
+    redis_url: str,
+    aiohttp_server: object,
+) -> None:
+    received: list[str] = []
+    up = asyncio.Event()
+    up.set()
+    refusing = {"e1"}
+
+    async def handle(request: web.Request) -> web.Response:
+        ids = [event["id"] for event in (await request.json())["events"]]
+        if refusing & set(ids):
+            return web.Response(status=422)
+        received.extend(ids)
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/hook", handle)
+    server = await aiohttp_server(app)  # type: ignore[operator]
+    holder_store, other_store = RedisStore(redis_url), RedisStore(redis_url)
+    await holder_store.open()
+    await other_store.open()
+    try:
+        # the relay that delivers (polling, as with several instances) keeps running
+        endpoint = rxsinks.Endpoint(
+            "a",
+            str(server.make_url("/hook")),
+            store=holder_store,
+            permanent_statuses=[422],
+            poll_interval=0.02,
+        )
+        endpoint.start()
+        batch = events(3)
+        await other_store.append(batch, [["a"]] * 3)  # ingested by another instance
+        for _ in range(500):
+            if len(await holder_store.dead_letters("a")) == 1 and len(received) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert received == ["e0", "e2"]
+
+        refusing.clear()  # the receiver is fixed; another process replays
+        assert [seq for _, seq in await other_store.replay("a")]
+        for _ in range(500):
+            if len(received) == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert received == ["e0", "e2", "e1"]  # without a restart of the holder
+        await endpoint.aclose(timeout=5)
+    finally:
+        await holder_store.close()
+        await other_store.close()
+
+
 async def test_keys_follow_the_documented_layout(store: RedisStore, redis_url: str) -> None:
     seqs = await store.append(events(2), [["a"], ["a"]])
     await store.dead_letter("a", seqs[:1], "x", 1)
