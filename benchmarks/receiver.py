@@ -1,9 +1,15 @@
 """A counting webhook receiver for benchmarks, run in its own process.
 
-``python benchmarks/receiver.py [--fail-first N] [--fail-status 503]`` binds 127.0.0.1 on a free
-port, prints ``PORT <n>`` on stdout, then serves: ``POST /events`` counts the events of each
-envelope (answering ``--fail-status`` to the first ``--fail-first`` requests), ``GET /count``
-returns ``{"events": n, "requests": n, "ids_in_order": bool}``, ``POST /reset`` clears the counts.
+``python benchmarks/receiver.py [--port P] [--record FILE] [--fail-first N] [--fail-status 503]``
+binds 127.0.0.1 on ``--port`` (default: a free port), prints ``PORT <n>`` on stdout, then serves:
+``POST /events`` counts the events of each envelope (answering ``--fail-status`` to the first
+``--fail-first`` requests), ``GET /count`` returns ``{"events": n, "requests": n, ...}``,
+``POST /reset`` clears the counts.
+
+With ``--record FILE``, every counted request appends one line to FILE:
+``{"received": <time.time()>, "events": [...]}`` (the events exactly as they arrived), so a
+benchmark can replay a sender's real events, time a drain, or compute per-event latency. The file
+is complete once the receiver has exited (stdin closed).
 """
 
 from __future__ import annotations
@@ -12,21 +18,27 @@ import argparse
 import asyncio
 import json
 import sys
+import time
+from typing import IO
 
 from aiohttp import web
 
 
-def build_app(fail_first: int, fail_status: int) -> web.Application:
+def build_app(fail_first: int, fail_status: int, record: IO[str] | None = None) -> web.Application:
     state = {"events": 0, "requests": 0, "failed": 0}
 
     async def events(request: web.Request) -> web.Response:
         body = await request.read()
+        received = time.time()
         if state["failed"] < fail_first:
             state["failed"] += 1
             return web.Response(status=fail_status)
         state["requests"] += 1
-        # count without a full parse: each event object carries one "id" key at its top level
-        state["events"] += len(json.loads(body)["events"])
+        envelope = json.loads(body)["events"]
+        state["events"] += len(envelope)
+        if record is not None:
+            # re-serialised on one line: the registry indents its bodies over several lines
+            record.write(json.dumps({"received": received, "events": envelope}) + "\n")
         return web.Response(status=200)
 
     async def count(_: web.Request) -> web.Response:
@@ -45,21 +57,27 @@ def build_app(fail_first: int, fail_status: int) -> web.Application:
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0, help="port to bind (default: a free one)")
+    parser.add_argument("--record", default=None, help="append each request's events to FILE")
     parser.add_argument("--fail-first", type=int, default=0)
     parser.add_argument("--fail-status", type=int, default=503)
     args = parser.parse_args()
-    runner = web.AppRunner(build_app(args.fail_first, args.fail_status), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server = site._server
-    assert server is not None
-    port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    print(f"PORT {port}", flush=True)
-    # serve until stdin closes (the parent died or is done)
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, sys.stdin.read)
-    await runner.cleanup()
+    record = open(args.record, "a", encoding="utf-8") if args.record else None  # noqa: SIM115
+    try:
+        app = build_app(args.fail_first, args.fail_status, record)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", args.port)
+        await site.start()
+        port = runner.addresses[0][1]
+        print(f"PORT {port}", flush=True)
+        # serve until stdin closes (the parent died or is done)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, sys.stdin.read)
+        await runner.cleanup()
+    finally:
+        if record is not None:
+            record.close()
 
 
 if __name__ == "__main__":

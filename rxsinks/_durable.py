@@ -6,8 +6,9 @@
 below settles each block). Memory stays bounded however long the endpoint is down: at most
 ``window`` events are kept in memory; past that, only the fact that more are on disk is, and the
 window is refilled from the store (in seq order) as it drains. A block's events are confirmed in
-the store after the receiver accepted them and *before* the next block goes, so a crash can only
-repeat the block in flight. A block given up on (dead-lettered) is moved to the store's dead
+the store after the receiver accepted them; that commit overlaps the next block's request, but
+never more than one confirm is outstanding, so a crash can only repeat the block in flight and
+the one delivered just before it. A block given up on (dead-lettered) is moved to the store's dead
 letters. At start, the endpoint's undelivered backlog is read back from the store first.
 
 Blocks are formed from what is available when the endpoint is ready (up to ``block_size``), so
@@ -143,6 +144,7 @@ class _DurableLane(abc.ObserverBase[Stored]):
         self._skip: set[int] = set()
         self._generation = 0  # bumped by rescan(): a refill started before it is stale
         self._replays_seen: int | None = None
+        self._confirming: asyncio.Task[Any] | None = None  # the confirm still committing
         self._sleeper: asyncio.Task[Any] | None = None
         self._inflight: tuple[int, ...] | None = None
         self._in_emit = False
@@ -308,9 +310,38 @@ class _DurableLane(abc.ObserverBase[Stored]):
             # closing: the block stays in the store and goes after the restart
             self._release(seqs, None)
             return
-        self._spawn(self._record(seqs, error))
+        if error is not None:
+            self._spawn(self._record(seqs, error))
+            return
+        # Delivered. Its confirm commits while the next block goes out (one commit round trip
+        # per block would halve single-event throughput), but never more than one confirm is
+        # outstanding: a crash can only repeat the block in flight and the one whose confirm
+        # had not committed yet.
+        previous = self._confirming
+        hold_back = previous is not None and not previous.done()
+        task = asyncio.ensure_future(self._confirm(seqs, previous if hold_back else None))
+        self._tasks.add(task)
+        task.add_done_callback(self._confirmed)
+        self._confirming = task
+        if not hold_back:
+            self._release(seqs, None)
 
-    async def _record(self, seqs: tuple[int, ...], error: BaseException | None) -> None:
+    async def _confirm(self, seqs: tuple[int, ...], previous: asyncio.Task[Any] | None) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])  # commits stay in order; its errors are its own
+            # the previous block is committed: the next may go while this one commits
+            self._release(seqs, None)
+        await self._record(seqs, None, release=False)
+
+    def _confirmed(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if self._confirming is task:
+            self._confirming = None
+            self._maybe_finish()
+
+    async def _record(
+        self, seqs: tuple[int, ...], error: BaseException | None, *, release: bool = True
+    ) -> None:
         owner = self._owner
         while not self._disposed:
             try:
@@ -327,7 +358,8 @@ class _DurableLane(abc.ObserverBase[Stored]):
                 owner.failures += 1
                 log.error("%s: store write failed, retrying: %s", owner.endpoint, exc)
                 await asyncio.sleep(0.5)
-        self._release(seqs, error)
+        if release:
+            self._release(seqs, error)
 
     def _release(self, seqs: tuple[int, ...], error: BaseException | None) -> None:
         owner = self._owner
@@ -346,6 +378,7 @@ class _DurableLane(abc.ObserverBase[Stored]):
             or self._inflight is not None
             or self._memory
             or (self._disk_after is not None and self._owner.poll_interval is None)
+            or self._confirming is not None
         ):
             return
         self._finished = True

@@ -4,10 +4,11 @@ Layout: one log of accepted events (``events``: seq -> the event's JSON as recei
 event and endpoint still to deliver (``deliveries``: endpoint, seq), and dead letters
 (``dead_letters``). The ingest commits events *and* their delivery rows in one transaction
 before it answers 2xx; an endpoint deletes its row only after the receiver confirmed (2xx/3xx),
-and the next block of that endpoint goes only after that delete committed. So after any crash or
-restart, every accepted event is delivered to every endpoint that had not confirmed it, in seq
-order, and nothing confirmed is sent again (at-least-once: only the attempt in flight at the
-crash can repeat; receivers dedupe on the event id / ``webhook-id``).
+and at most one such delete is still committing while the next block is sent. So after any
+crash or restart, every accepted event is delivered to every endpoint that had not confirmed it,
+in seq order (at-least-once: only the block in flight at the crash, and the one confirmed just
+before it if its delete had not committed, can repeat; receivers dedupe on the event id /
+``webhook-id``).
 
 All I/O runs on one dedicated thread with its own connection, never on the event loop. The
 thread commits whatever work is waiting in one transaction (group commit), so ingest throughput
@@ -226,15 +227,26 @@ class SQLiteStore:
         results: list[tuple[_Job, Any, BaseException | None]] = []
         try:
             db.execute("BEGIN IMMEDIATE")
-            for job in jobs:
-                db.execute("SAVEPOINT job")
+            if len(jobs) == 1:
+                # alone in its transaction: a failure rolls back just it, no savepoint needed
+                job = jobs[0]
                 try:
                     results.append((job, job.fn(db), None))
-                    db.execute("RELEASE job")
                 except Exception as exc:
-                    db.execute("ROLLBACK TO job")
-                    db.execute("RELEASE job")
+                    db.execute("ROLLBACK")
                     results.append((job, None, _store_error(self.path, exc)))
+                    self._report(results)
+                    return
+            else:
+                for job in jobs:
+                    db.execute("SAVEPOINT job")
+                    try:
+                        results.append((job, job.fn(db), None))
+                        db.execute("RELEASE job")
+                    except Exception as exc:
+                        db.execute("ROLLBACK TO job")
+                        db.execute("RELEASE job")
+                        results.append((job, None, _store_error(self.path, exc)))
             db.execute("COMMIT")
         except Exception as exc:
             # the commit itself failed (disk full...): nothing of this batch is durable
@@ -242,6 +254,9 @@ class SQLiteStore:
                 db.execute("ROLLBACK")
             failure = _store_error(self.path, exc)
             results = [(job, None, failure) for job in jobs]
+        self._report(results)
+
+    def _report(self, results: list[tuple[_Job, Any, BaseException | None]]) -> None:
         for job, result, error in results:
             if job.future is not None and job.loop is not None:
                 job.loop.call_soon_threadsafe(_resolve, job.future, result, error)
