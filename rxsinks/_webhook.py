@@ -48,6 +48,7 @@ import re
 import socket
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC
@@ -460,6 +461,8 @@ class WebhookSink(abc.ObserverBase[Sequence[Event]]):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._shared: _SharedSession | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._queued: deque[tuple[tuple[Event, ...], Handoff]] = deque()
+        self._worker: asyncio.Task[None] | None = None
         self._in_flight = 0  # events in blocks not yet settled
         self._stopped = False  # completed, failed or closing: no new block is taken
         self._close_task: asyncio.Task[None] | None = None
@@ -802,7 +805,30 @@ class WebhookSink(abc.ObserverBase[Sequence[Event]]):
             self._settle(handoff, no_loop, len(events))
             return
         self._in_flight += len(events)
+        if handoff is not None:
+            self._queued.append((events, handoff))
+            if self._worker is None:
+                self._worker = loop.create_task(self._work())
+                self._track(self._worker)
+            return
         self._track(loop.create_task(self._deliver(events, handoff)))
+
+    async def _work(self) -> None:
+        # Held blocks go one after another in one task. Below a retry stage the next block is
+        # handed over while the previous one settles, inside this task, so it starts without a
+        # trip through the event loop (a task per block costs a loop iteration per POST).
+        try:
+            while self._queued:
+                events, handoff = self._queued.popleft()
+                await self._deliver(events, handoff)
+        finally:
+            self._worker = None
+            while self._queued:  # cancelled: what was handed over is settled, not forgotten
+                events, handoff = self._queued.popleft()
+                error = DeliveryError(
+                    f"webhook {self._name}: delivery cancelled", endpoint=self._name, events=events
+                )
+                self._finish(handoff, events, error)
 
     async def _deliver(self, events: tuple[Event, ...], handoff: Handoff | None) -> None:
         try:
