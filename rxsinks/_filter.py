@@ -50,10 +50,10 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from reactivex import Observable
-from reactivex import operators as ops
+from reactivex import Observable, abc
 
 from ._event import Event
+from ._flow import SettleCallback, direct_emitter, direct_on_next
 
 __all__ = ["EventFilter", "filter_events", "ignore", "match"]
 
@@ -453,7 +453,46 @@ def filter_events(event_filter: EventFilter) -> Callable[[Observable[Event]], Ob
             f"event_filter must be an EventFilter, not {type(event_filter).__name__}; "
             "use reactivex.operators.filter for a plain function"
         )
-    return ops.filter(event_filter)
+
+    def operator(source: Observable[Event]) -> Observable[Event]:
+        def subscribe(
+            observer: abc.ObserverBase[Event], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            return source.subscribe(_FilterStage(event_filter, observer), scheduler=scheduler)
+
+        return Observable(subscribe)
+
+    return operator
+
+
+class _FilterStage(abc.ObserverBase[Event]):
+    """``reactivex.operators.filter`` for events, as an rxsinks stage: the filter sits on the
+    hottest path of every endpoint (once per event and endpoint), so it calls the stage below
+    directly and passes handoffs through (a dropped event is settled at once)."""
+
+    __rxsinks_stage__ = True
+
+    def __init__(self, keep: EventFilter, observer: abc.ObserverBase[Event]) -> None:
+        self._keep = keep
+        self._observer = observer
+        self._next = direct_on_next(observer)
+        self._emit = direct_emitter(observer)
+
+    def on_next(self, value: Event) -> None:
+        if self._keep(value):
+            self._next(value)
+
+    def accept(self, value: Event, on_settled: SettleCallback) -> None:
+        if self._keep(value):
+            self._emit(value, on_settled)
+        else:
+            on_settled(None)
+
+    def on_error(self, error: Exception) -> None:
+        self._observer.on_error(error)
+
+    def on_completed(self) -> None:
+        self._observer.on_completed()
 
 
 def ignore(
