@@ -164,7 +164,6 @@ class Endpoint(abc.ObserverBase[Event]):
         )
         # with no delay given, a partial block still goes at the end of the loop turn
         self._batch = batch(batch_max_events, max(batch_max_delay, 0.0), scheduler=scheduler)
-        self._store = store
         self._last_dead_attempts = 0
         self._durable: DurableQueue | None = None
         if store is not None:
