@@ -570,7 +570,9 @@ class Event:
     @property
     def action(self) -> str:
         """``action``: ``push``, ``pull``, ``mount`` or ``delete`` (``""`` when absent)."""
-        return _string(self._data, "action")
+        # inlined _string: every filter reads it, once per event and endpoint
+        value = self._data.get("action")
+        return value if type(value) is str else ""
 
     @property
     def target(self) -> Target:

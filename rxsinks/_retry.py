@@ -25,6 +25,8 @@ _B = TypeVar("_B")
 Policy = Callable[[tenacity.RetryCallState], Any]
 Report = abc.ObserverBase[Any] | Callable[[Any], None]
 
+_CLOSED = BreakerState.CLOSED
+
 _BREAKER_KINDS = {
     BreakerState.OPEN: OutcomeKind.BREAKER_OPENED,
     BreakerState.HALF_OPEN: OutcomeKind.BREAKER_HALF_OPEN,
@@ -208,7 +210,24 @@ class _RetryLane(abc.ObserverBase[_B]):
         if self._busy:
             self._waiting.append((value, handoff))
             return
-        self._start(value, handoff)
+        breaker = self._s.breaker
+        if self._disposed or (breaker is not None and breaker._recent):
+            self._start(value, handoff)
+            return
+        # the common case, inlined (once per block): an idle lane, a healthy breaker, attempt 1
+        self._busy = True
+        self._block = value
+        self._handoff = handoff
+        self._attempt = 1
+        self._started = self._now()
+        self._not_before = 0.0
+        emitting, self._emitting = self._emitting, True
+        try:
+            self._emit(value, self._attempt_done)
+        finally:
+            self._emitting = emitting
+        if not self._busy and self._take_next():
+            self._attempt_now()  # a synchronous sink settled: go on with what waited
 
     def on_error(self, error: Exception) -> None:
         self._error = error
@@ -290,7 +309,7 @@ class _RetryLane(abc.ObserverBase[_B]):
         block, attempt = self._block, self._attempt
         breaker = self._s.breaker
         if error is None:
-            if breaker is not None:
+            if breaker is not None and (breaker._recent or breaker._state is not _CLOSED):
                 breaker.record_success()
             if self._s.outcomes is not None:
                 self._s.outcomes(
