@@ -193,8 +193,8 @@ class Endpoint(abc.ObserverBase[Event]):
         self._closing = False
         self._group: FlushGroup | None = None
         self._flushed: asyncio.Future[None] | None = None
-        # fix: blocks accepted by the queue and not yet through their attempt, oldest first,
-        # so that pending stays exact after drops and aclose(timeout) can dead-letter what is
+        # blocks accepted by the queue and not yet through their attempt, oldest first, so
+        # that pending stays exact after drops and aclose(timeout) can dead-letter what is
         # left instead of losing it silently
         self._outstanding: dict[int, Block] = {}
         self._release_report: CloseReport | None = None
@@ -285,10 +285,9 @@ class Endpoint(abc.ObserverBase[Event]):
         if self._closing:
             return
         self._closing = True
-        # fix: the endpoint flushes in a group of its own, so aclose() waits for the flush
-        # whoever started it (before, aclose() after a subject's close found nothing to wait
-        # for and reported flushed=True with events still queued); the group of whoever
-        # completed us (a subject's aclose), if any, waits for ours.
+        # the endpoint flushes in a group of its own, so aclose() waits for the flush whoever
+        # started it (a subject's aclose, say, which would otherwise leave aclose() nothing to
+        # wait for); the group of whoever completed us, if any, waits for ours.
         group = self._group = FlushGroup()
         outer = join_flush(group.remaining)
         with group.active():
@@ -337,10 +336,10 @@ class Endpoint(abc.ObserverBase[Event]):
         return CloseReport(flushed=True)
 
     async def _release(self) -> None:
-        # fix: giving up waiting used to leave the retry timers running and the HTTP session
-        # open (an "Unclosed client session" warning at exit) and the events in limbo. Stop
-        # trying instead: requests in flight finish (within their timeout) and the session is
-        # released; timers and the queue's drain are cancelled; what is left is dead-lettered.
+        # giving up waiting must not leave retry timers running, the HTTP session open or the
+        # events in limbo: requests in flight finish (within their timeout) and the session is
+        # released; timers and the queue's drain are cancelled; what is left is dead-lettered
+        # (a durable endpoint has nothing outstanding here: its backlog stays in the store).
         if self._webhook is not None:
             await self._webhook.aclose()
         if self._subscription is not None:
@@ -397,8 +396,8 @@ class Endpoint(abc.ObserverBase[Event]):
             self.metrics_observer.finished(len(block))
 
     def _drop(self, block: Block) -> None:
-        # fix: a dropped block that was queued is no longer pending (the queue calls no egress
-        # for it, so pending never went back to 0 after drops); a refused newcomer never was
+        # a dropped block that was queued is no longer pending (the queue calls no egress for
+        # it); a refused newcomer never was
         if self._outstanding.pop(id(block), None) is not None:
             self.metrics_observer.finished(len(block))
         self._outcomes.on_next(Outcome(OutcomeKind.DROPPED, block, endpoint=self.name))
@@ -417,8 +416,8 @@ class Endpoint(abc.ObserverBase[Event]):
             and self._webhook is not None
             and (attempt is None or attempt.error is not outcome.error)
         ):
-            # fix: once disabled, the webhook fails blocks without sending them; no attempt
-            # was answered, so nothing counts as a Failure nor as a "410 Gone" status (the
+            # once disabled, the webhook fails blocks without sending them; no attempt was
+            # answered, so nothing counts as a Failure nor as a "410 Gone" status (the
             # DEAD_LETTERED outcome that follows reports the block)
             return
         if (
