@@ -16,7 +16,13 @@ from reactivex import abc
 from ._breaker import BreakerState
 from ._outcome import Outcome, OutcomeKind
 
-__all__ = ["LATENCY_BUCKETS", "EndpointMetrics", "MetricsSnapshot", "status_text"]
+__all__ = [
+    "LATENCY_BUCKETS",
+    "EndpointMetrics",
+    "MetricsSnapshot",
+    "status_phrase",
+    "status_text",
+]
 
 LATENCY_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -30,9 +36,9 @@ _BREAKER_STATES = {
 }
 
 
-# Go's http.StatusText, which keys the registry's Statuses (fix: Python's http.HTTPStatus
-# phrases differ, "414 Request-URI Too Long" and "418 I'm a Teapot", and Python 3.13 renamed
-# 413, 416 and 422, so dashboards would have seen other keys than the registry's).
+# Go's http.StatusText, which keys the registry's Statuses. Python's http.HTTPStatus phrases
+# differ ("414 Request-URI Too Long", "418 I'm a Teapot"; Python 3.13 renamed 413, 416 and
+# 422), and dashboards must see the registry's keys.
 _GO_STATUS_TEXT: dict[int, str] = {
     100: "Continue", 101: "Switching Protocols", 102: "Processing", 103: "Early Hints",
     200: "OK", 201: "Created", 202: "Accepted", 203: "Non-Authoritative Information",
@@ -57,11 +63,16 @@ _GO_STATUS_TEXT: dict[int, str] = {
 }  # fmt: skip
 
 
+def status_phrase(code: int) -> str:
+    """Go's ``http.StatusText`` for ``code`` (``""`` when Go has none)."""
+    return _GO_STATUS_TEXT.get(code, "")
+
+
 def status_text(code: int) -> str:
     """The registry's status key: ``"200 OK"``, ``"307 Temporary Redirect"``, with Go's
     ``http.StatusText`` texts exactly; unknown codes keep just the number and a space, as Go
     gives them an empty text (``"599 "``)."""
-    return f"{code} {_GO_STATUS_TEXT.get(code, '')}"
+    return f"{code} {status_phrase(code)}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import http
 import importlib.metadata
 import logging
 import math
@@ -68,6 +67,7 @@ from rxsinks._exceptions import (
     WebhookStatusError,
 )
 from rxsinks._flow import FlushToken, Handoff, hold, join_flush
+from rxsinks._metrics import status_phrase
 from rxsinks._signing import message_id, parse_secret, signature_headers
 from rxsinks._tls import PathArg, client_ssl
 
@@ -177,10 +177,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 
 def _phrase(status: int, fallback: str | None) -> str:
-    try:
-        return http.HTTPStatus(status).phrase
-    except ValueError:
-        return fallback or ""
+    # the registry's texts (Go's), so messages and Attempt.reason match the Statuses keys
+    return status_phrase(status) or fallback or ""
 
 
 # --------------------------------------------------------------------------- shared sessions
