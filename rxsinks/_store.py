@@ -64,6 +64,8 @@ CREATE INDEX IF NOT EXISTS dead_letters_endpoint ON dead_letters (endpoint, seq)
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _FORMAT = "rxsinks-store-1"
+# the most seqs bound in one ``IN (...)`` list (SQLite allows 32,766 parameters since 3.32)
+_IN_LIMIT = 5_000
 
 
 class StoreError(RxSinksError):
@@ -106,17 +108,20 @@ class DeadLetterRecord:
 
 
 class _Job:
-    __slots__ = ("fn", "future", "loop")
+    __slots__ = ("fn", "future", "loop", "single_statement")
 
     def __init__(
         self,
         fn: Callable[[sqlite3.Connection], Any],
         loop: asyncio.AbstractEventLoop | None,
         future: asyncio.Future[Any] | None,
+        single_statement: bool = False,
     ) -> None:
         self.fn = fn
         self.loop = loop
         self.future = future
+        # one SQL statement is atomic by itself: alone in a batch, it needs no BEGIN/COMMIT
+        self.single_statement = single_statement
 
 
 class SQLiteStore:
@@ -225,6 +230,14 @@ class SQLiteStore:
         if not jobs:
             return
         results: list[tuple[_Job, Any, BaseException | None]] = []
+        if len(jobs) == 1 and jobs[0].single_statement:
+            job = jobs[0]
+            try:
+                results.append((job, job.fn(db), None))
+            except Exception as exc:
+                results.append((job, None, _store_error(self.path, exc)))
+            self._report(results)
+            return
         try:
             db.execute("BEGIN IMMEDIATE")
             if len(jobs) == 1:
@@ -263,12 +276,14 @@ class SQLiteStore:
             elif error is not None:
                 log.error("store: %s", error)
 
-    async def _call(self, fn: Callable[[sqlite3.Connection], _R]) -> _R:
+    async def _call(
+        self, fn: Callable[[sqlite3.Connection], _R], *, single_statement: bool = False
+    ) -> _R:
         if self._closed or self._thread is None:
             raise StoreError(f"store {self.path} is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[_R] = loop.create_future()
-        self._jobs.put(_Job(fn, loop, future))
+        self._jobs.put(_Job(fn, loop, future, single_statement))
         return await future
 
     async def close(self) -> None:
@@ -342,12 +357,24 @@ class SQLiteStore:
 
     async def confirm(self, endpoint: str, seqs: Sequence[int]) -> None:
         """The receiver confirmed these events: never deliver them to ``endpoint`` again."""
-        rows = [(endpoint, seq) for seq in seqs]
+        if len(seqs) > _IN_LIMIT:  # past SQLite's bound on parameters: one row at a time
+            rows = [(endpoint, seq) for seq in seqs]
+
+            def delete_rows(db: sqlite3.Connection) -> None:
+                db.executemany("DELETE FROM deliveries WHERE endpoint = ? AND seq = ?", rows)
+
+            await self._call(delete_rows)
+            return
+        # one statement (so, alone in a batch, its own transaction): a confirm follows every
+        # delivered block, and each extra statement is another wait for the GIL in this thread
+        marks = ",".join("?" * len(seqs))
+        query = f"DELETE FROM deliveries WHERE endpoint = ? AND seq IN ({marks})"
+        args = (endpoint, *seqs)
 
         def delete(db: sqlite3.Connection) -> None:
-            db.executemany("DELETE FROM deliveries WHERE endpoint = ? AND seq = ?", rows)
+            db.execute(query, args)
 
-        await self._call(delete)
+        await self._call(delete, single_statement=True)
 
     async def dead_letter(
         self, endpoint: str, seqs: Sequence[int], error: str, attempts: int

@@ -43,6 +43,13 @@ async def test_append_read_confirm_in_order(store: SQLiteStore) -> None:
     assert await store.pending() == 12
 
 
+async def test_confirming_a_block_larger_than_one_in_list(store: SQLiteStore) -> None:
+    seqs = await store.append(events(6_001), [["a"]] * 6_001)
+    await store.confirm("a", seqs[:5_500])  # past the IN-list bound: row by row
+    await store.confirm("a", seqs[5_500:6_000])  # one statement
+    assert [seq for seq, _ in await store.read("a", 0, 10)] == seqs[6_000:]
+
+
 async def test_dead_letters_list_and_replay(store: SQLiteStore) -> None:
     seqs = await store.append(events(4), [["a"]] * 4)
     await store.dead_letter("a", seqs[1:3], "422 Unprocessable Entity", 3)
