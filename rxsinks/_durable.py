@@ -242,7 +242,8 @@ class _DurableLane(abc.ObserverBase[Stored]):
             self._owner.in_flight += 1
             self._in_emit = True
             try:
-                self._emit(tuple(event for _, event in stored), self._settled)
+                if self._emit(tuple(event for _, event in stored), self._settled):
+                    self._settled(None)  # done at once: no callback comes (see _flow)
             finally:
                 self._in_emit = False
 

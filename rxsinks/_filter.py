@@ -47,6 +47,8 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -465,6 +467,36 @@ def filter_events(event_filter: EventFilter) -> Callable[[Observable[Event]], Ob
     return operator
 
 
+class _Verdict:
+    """The last decision of a pure filter, shared by every stage built on an equal filter.
+
+    Endpoints usually share their ignore rules (every endpoint of a relay ignoring pulls, say):
+    the event is classified once and the other endpoints' stages only compare identities. The
+    pair is one attribute, read and replaced whole, so stages on other threads never see an
+    event with another event's verdict.
+    """
+
+    __slots__ = ("__weakref__", "last")
+
+    def __init__(self) -> None:
+        self.last: tuple[Event | None, bool] = (None, False)
+
+
+# equal pure filters -> their shared verdict (held by the stages, dropped with the last one)
+_verdicts: weakref.WeakValueDictionary[EventFilter, _Verdict] = weakref.WeakValueDictionary()
+_verdicts_lock = threading.Lock()
+
+
+def _verdict_for(keep: EventFilter) -> _Verdict | None:
+    if keep._predicate is not None:
+        return None  # a predicate may have effects or change its mind: ask it every time
+    with _verdicts_lock:
+        verdict = _verdicts.get(keep)
+        if verdict is None:
+            verdict = _verdicts[keep] = _Verdict()
+        return verdict
+
+
 class _FilterStage(abc.ObserverBase[Event]):
     """``reactivex.operators.filter`` for events, as an rxsinks stage: the filter sits on the
     hottest path of every endpoint (once per event and endpoint), so it calls the stage below
@@ -474,19 +506,38 @@ class _FilterStage(abc.ObserverBase[Event]):
 
     def __init__(self, keep: EventFilter, observer: abc.ObserverBase[Event]) -> None:
         self._keep = keep
+        self._verdict = _verdict_for(keep)
         self._observer = observer
         self._next = direct_on_next(observer)
         self._emit = direct_emitter(observer)
 
+    def _passes(self, value: Event) -> bool:
+        verdict = self._verdict
+        if verdict is None:
+            return self._keep(value)
+        last, kept = verdict.last
+        if last is not value:
+            kept = self._keep(value)
+            verdict.last = (value, kept)
+        return kept
+
     def on_next(self, value: Event) -> None:
-        if self._keep(value):
+        verdict = self._verdict
+        if verdict is not None:
+            # _passes() inlined: this runs once per event and endpoint
+            last, kept = verdict.last
+            if last is not value:
+                kept = self._keep(value)
+                verdict.last = (value, kept)
+        else:
+            kept = self._keep(value)
+        if kept:
             self._next(value)
 
-    def accept(self, value: Event, on_settled: SettleCallback) -> None:
-        if self._keep(value):
-            self._emit(value, on_settled)
-        else:
-            on_settled(None)
+    def accept(self, value: Event, on_settled: SettleCallback) -> bool:
+        if self._passes(value):
+            return self._emit(value, on_settled)
+        return True  # dropped: done with, successfully
 
     def on_error(self, error: Exception) -> None:
         self._observer.on_error(error)

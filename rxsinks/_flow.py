@@ -120,16 +120,23 @@ def direct_on_next(observer: Any) -> Callable[[Any], None]:
     return observer.on_next  # type: ignore[no-any-return]
 
 
-Emitter = Callable[[Any, SettleCallback], None]
+Emitter = Callable[[Any, SettleCallback], bool]
 
 
 def direct_emitter(observer: Any) -> Emitter:
-    """How a stage hands items to ``observer``: ``emitter(item, on_settled)``.
+    """How a stage hands items to ``observer``: ``emitter(item, on_settled) -> bool``.
 
     When the observer is an rxsinks stage with an ``accept(item, on_settled)`` method (behind
     reactivex's ``AutoDetachObserver`` or not), that method is called directly: no offer, no
-    thread-local, no :class:`Handoff` object. ``accept`` calls ``on_settled`` exactly once,
-    possibly before it returns, and never raises. Anything else goes through :func:`emit`.
+    thread-local, no :class:`Handoff` object. ``accept`` never raises, and either
+
+    * returns ``True``: the item was delivered before ``accept`` returned, and ``on_settled`` is
+      never called (the caller settles it as a success itself: the common, synchronous case
+      costs no callback per stage), or
+    * returns ``False``: ``on_settled`` is called exactly once, possibly before ``accept``
+      returns.
+
+    Anything else goes through :func:`emit` (and returns ``False``).
     """
     target = observer
     if type(observer) is AutoDetachObserver:
@@ -142,8 +149,9 @@ def direct_emitter(observer: Any) -> Emitter:
             return accept  # type: ignore[no-any-return]
     on_next = direct_on_next(observer)
 
-    def emitter(item: Any, on_settled: SettleCallback) -> None:
+    def emitter(item: Any, on_settled: SettleCallback) -> bool:
         emit(on_next, item, on_settled)
+        return False
 
     return emitter
 

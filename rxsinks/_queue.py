@@ -30,10 +30,13 @@ Hook = Callable[[Any], None]
 _DRAIN_SLICE = 512
 
 
+# a tuple of types is checked faster than a union
+_BLOCK_TYPES = (tuple, list)
+
+
 def weight_of(item: object) -> int:
     """How many events an item stands for: the length of a block, else 1."""
-    # a tuple of types is checked faster than a union
-    return len(item) if isinstance(item, (tuple, list)) else 1
+    return len(item) if isinstance(item, _BLOCK_TYPES) else 1
 
 
 def _call_hook(hook: Callable[..., None], *args: Any) -> None:
@@ -112,12 +115,21 @@ class Queue(Generic[_T]):
         self.on_failure = on_failure
         self.weigh = weigh
         self.scheduler = scheduler
-        self.pending = 0
-        """Events accepted and not yet through their downstream attempt (buffered + in flight)."""
         self.dropped = 0
         """Events dropped by the overflow policy."""
-        self.in_flight = 0
+        # the live subscriptions: the counters below are read from them, so the hot path
+        # keeps no shared totals up to date
+        self._lanes: dict[int, Lane[_T]] = {}
+
+    @property
+    def pending(self) -> int:
+        """Events accepted and not yet through their downstream attempt (buffered + in flight)."""
+        return sum(lane._remaining() for lane in list(self._lanes.values()))
+
+    @property
+    def in_flight(self) -> int:
         """Items handed downstream and not yet settled."""
+        return sum(1 for lane in list(self._lanes.values()) if lane._has_inflight)
 
     def __call__(self, source: Observable[_T]) -> Observable[_T]:
         def subscribe(
@@ -143,7 +155,13 @@ class Lane(abc.ObserverBase[_T], Generic[_T]):
         self._observer = observer
         self._scheduler = scheduler
         self._emit = direct_emitter(observer)
-        self._buffer: deque[tuple[_T, int]] = deque()
+        # items and their weights side by side: no tuple per item, as a long backlog of
+        # tuples makes the cyclic garbage collector walk every one of them again and again
+        self._buffer: deque[_T] = deque()
+        self._weights: deque[int] = deque()
+        # the last class seen that weighs 1 under weight_of (an Event, typically): checking
+        # the class is cheaper than weight_of's isinstance against two types
+        self._unit_class: type | None = None
         self._buffered_weight = 0
         self._inflight: _T | None = None
         self._inflight_weight = 0
@@ -155,6 +173,7 @@ class Lane(abc.ObserverBase[_T], Generic[_T]):
         self._finished = False
         self._disposed = False
         self._flush: FlushToken | None = None
+        owner._lanes[id(self)] = self
 
     # -- upstream side -------------------------------------------------------------------------
 
@@ -162,7 +181,15 @@ class Lane(abc.ObserverBase[_T], Generic[_T]):
         if self._completed or self._disposed:
             raise SINK_CLOSED
         owner = self._owner
-        weight = owner.weigh(value)
+        weigh = owner.weigh
+        if weigh is not weight_of:
+            weight = weigh(value)
+        elif type(value) is self._unit_class:
+            weight = 1
+        else:
+            weight = weight_of(value)
+            if not isinstance(value, _BLOCK_TYPES):
+                self._unit_class = type(value)
         limit = owner.max_events
         if (
             limit is not None
@@ -170,9 +197,9 @@ class Lane(abc.ObserverBase[_T], Generic[_T]):
             and not self._make_room(value, weight, limit)
         ):
             return
-        self._buffer.append((value, weight))
+        self._buffer.append(value)
+        self._weights.append(weight)
         self._buffered_weight += weight
-        owner.pending += weight
         if owner.on_ingress is not None:
             _call_hook(owner.on_ingress, value)
         if not self._draining:
@@ -187,9 +214,8 @@ class Lane(abc.ObserverBase[_T], Generic[_T]):
             self._dropped(value, weight)
             return False
         while self._buffer and self._buffered_weight + weight > limit:
-            oldest, oldest_weight = self._buffer.popleft()
+            oldest, oldest_weight = self._buffer.popleft(), self._weights.popleft()
             self._buffered_weight -= oldest_weight
-            owner.pending -= oldest_weight
             self._dropped(oldest, oldest_weight)
         return True
 
@@ -220,10 +246,11 @@ class Lane(abc.ObserverBase[_T], Generic[_T]):
 
     def dispose(self) -> None:
         self._disposed = True
-        owner = self._owner
-        owner.pending -= self._buffered_weight
         self._buffer.clear()
+        self._weights.clear()
         self._buffered_weight = 0
+        if not self._has_inflight:
+            self._owner._lanes.pop(id(self), None)  # else once it settles
         if self._flush is not None:
             self._flush.done()
             self._flush = None
@@ -232,26 +259,33 @@ class Lane(abc.ObserverBase[_T], Generic[_T]):
 
     def _drain(self, _scheduler: abc.SchedulerBase | None = None, _state: Any = None) -> None:
         buffer = self._buffer
-        owner = self._owner
+        weights = self._weights
+        on_egress = self._owner.on_egress
+        emit = self._emit
+        settled = self._settled
         sent = 0
-        while buffer and not self._disposed:
-            if sent == _DRAIN_SLICE:
-                self._scheduler.schedule(self._drain)
-                return
-            item, weight = buffer.popleft()
-            self._buffered_weight -= weight
-            self._inflight = item
-            self._inflight_weight = weight
-            self._has_inflight = True
-            owner.in_flight += 1
-            self._in_emit = True
-            try:
-                self._emit(item, self._settled)
-            finally:
-                self._in_emit = False
-            if self._has_inflight:
-                return  # held downstream: _settled() resumes the drain
-            sent += 1
+        self._in_emit = True  # a settle during emit() must not start a nested drain
+        try:
+            while buffer and not self._disposed:
+                if sent == _DRAIN_SLICE:
+                    self._scheduler.schedule(self._drain)
+                    return
+                item = buffer.popleft()
+                weight = weights.popleft()
+                self._buffered_weight -= weight
+                self._inflight = item
+                self._inflight_weight = weight
+                self._has_inflight = True
+                if emit(item, settled):
+                    # done at once, no callback (see _flow.direct_emitter): _settled() inlined
+                    self._has_inflight = False
+                    if on_egress is not None:
+                        _call_hook(on_egress, item)
+                elif self._has_inflight:
+                    return  # held downstream: _settled() resumes the drain
+                sent += 1
+        finally:
+            self._in_emit = False
         self._draining = False
         if self._completed and not self._has_inflight and not buffer:
             self._finish()
@@ -261,8 +295,6 @@ class Lane(abc.ObserverBase[_T], Generic[_T]):
         self._inflight = None
         self._has_inflight = False
         owner = self._owner
-        owner.in_flight -= 1
-        owner.pending -= self._inflight_weight
         if error is not None:
             # the registry's queue drops a block whose downstream failed, with a log line; in
             # rxsinks the retry stage below has already dead-lettered or reported it
@@ -272,13 +304,16 @@ class Lane(abc.ObserverBase[_T], Generic[_T]):
                 log.debug("queue: downstream finished with an error: %s", error)
         if owner.on_egress is not None:
             _call_hook(owner.on_egress, item)
-        if not self._in_emit and not self._disposed:
+        if self._disposed:
+            owner._lanes.pop(id(self), None)
+        elif not self._in_emit:
             self._drain()
 
     def _finish(self) -> None:
         if self._finished:
             return
         self._finished = True
+        self._owner._lanes.pop(id(self), None)  # flushed: nothing left to count
         token, self._flush = self._flush, None
         try:
             with flush_scope(token):

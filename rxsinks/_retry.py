@@ -182,7 +182,7 @@ class _RetryLane(abc.ObserverBase[_B]):
         self._busy = False
         self._emitting = False  # an attempt's emit() is running
         self._attempt = 0
-        self._started = 0.0
+        self._started: float | None = 0.0  # None: not read yet (see accept)
         self._not_before = 0.0
         self._timer = SerialDisposable()
         self._closed: BaseException | None = None
@@ -202,32 +202,54 @@ class _RetryLane(abc.ObserverBase[_B]):
         handoff = hold()
         self.accept(value, None if handoff is None else handoff.settle)
 
-    def accept(self, value: _B, handoff: SettleCallback | None) -> None:
-        """Take a block with the callback to settle it with (see ``_flow.direct_emitter``)."""
+    def accept(self, value: _B, handoff: SettleCallback | None) -> bool:
+        """Take a block; True when it was delivered at once (see ``_flow.direct_emitter``)."""
         if self._closed is not None or self._completed:
             self._give_up(value, handoff, 0, SINK_CLOSED)
-            return
+            return False
         if self._busy:
             self._waiting.append((value, handoff))
-            return
-        breaker = self._s.breaker
+            return False
+        settings = self._s
+        breaker = settings.breaker
         if self._disposed or (breaker is not None and breaker._recent):
             self._start(value, handoff)
-            return
+            return False
         # the common case, inlined (once per block): an idle lane, a healthy breaker, attempt 1
         self._busy = True
         self._block = value
         self._handoff = handoff
         self._attempt = 1
-        self._started = self._now()
         self._not_before = 0.0
+        # read the clock only for what uses it: an outcome's latency now, a retry's start time
+        # once the attempt did not succeed at once (below, or in _attempt_done)
+        self._started = self._now() if settings.outcomes is not None else None
         emitting, self._emitting = self._emitting, True
         try:
-            self._emit(value, self._attempt_done)
+            delivered = self._emit(value, self._attempt_done)
+            if delivered and (
+                self._waiting
+                or self._completed
+                or settings.outcomes is not None
+                or (breaker is not None and (breaker._recent or breaker._state is not _CLOSED))
+            ):
+                # something to report, reset or go on with: the general path, and the
+                # handoff is settled through its callback
+                delivered = False
+                self._attempt_done(None)
         finally:
             self._emitting = emitting
-        if not self._busy and self._take_next():
-            self._attempt_now()  # a synchronous sink settled: go on with what waited
+        if delivered:
+            self._busy = False
+            self._block = None
+            self._handoff = None
+            return True
+        if self._busy:
+            if self._started is None:
+                self._started = self._now()
+        elif self._take_next():
+            self._attempt_now()  # settled at once: go on with what waited
+        return False
 
     def on_error(self, error: Exception) -> None:
         self._error = error
@@ -299,7 +321,8 @@ class _RetryLane(abc.ObserverBase[_B]):
             self._attempt += 1
             emitting, self._emitting = self._emitting, True  # attempts may nest via upstream
             try:
-                self._emit(self._block, self._attempt_done)
+                if self._emit(self._block, self._attempt_done):
+                    self._attempt_done(None)  # done at once: no callback came
             finally:
                 self._emitting = emitting
             if self._busy or not self._take_next():
@@ -317,7 +340,7 @@ class _RetryLane(abc.ObserverBase[_B]):
                         OutcomeKind.DELIVERED,
                         _events(block),
                         attempt,
-                        latency=self._now() - self._started,
+                        latency=self._now() - (self._started or 0.0),
                         endpoint=self._s.endpoint,
                     )
                 )
@@ -329,6 +352,8 @@ class _RetryLane(abc.ObserverBase[_B]):
             self._done(error)
             return
         now = self._now()
+        if self._started is None:
+            self._started = now  # it failed at once
         retry_in: float | None = None
         if not isinstance(error, PermanentDeliveryError):
             # a permanent error means the receiver answered: it is not down, so the breaker
@@ -372,11 +397,12 @@ class _RetryLane(abc.ObserverBase[_B]):
         """Seconds before the next attempt, or None when the policy gives up."""
         settings = self._s
         state = self._state
-        state.start_time = self._started
+        started = self._started if self._started is not None else now
+        state.start_time = started
         state.attempt_number = attempt
         state.outcome = tenacity.Future.construct(attempt, error, True)
         state.outcome_timestamp = now
-        state.idle_for = now - self._started
+        state.idle_for = now - started
         if settings.retry is not None and not settings.retry(state):
             return None
         if settings.stop is not None and settings.stop(state):

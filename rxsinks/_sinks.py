@@ -62,25 +62,27 @@ class CallbackSink(abc.ObserverBase[_T], Generic[_T]):
         handoff = hold()
         if handoff is None and self._completed:
             raise SINK_CLOSED
-        self.accept(value, None if handoff is None else handoff.settle)
+        settle = None if handoff is None else handoff.settle
+        if self.accept(value, settle) and handoff is not None:
+            handoff.settle(None)
 
-    def accept(self, value: _T, handoff: SettleCallback | None) -> None:
-        """Deliver ``value``, settling ``handoff`` with the outcome (see ``_flow``)."""
+    def accept(self, value: _T, handoff: SettleCallback | None) -> bool:
+        """Deliver ``value``: True when done at once, else ``handoff`` is settled (``_flow``)."""
         if self._completed:
             if handoff is not None:
                 handoff(SINK_CLOSED)
-            return
+            return False
         try:
             result = self._fn(value)
         except Exception as exc:
             self._failed(handoff, exc)
-            return
+            return False
         if result is not None and inspect.isawaitable(result):
             task = asyncio.ensure_future(result)
             self._tasks[task] = weight_of(value)
             task.add_done_callback(lambda done: self._task_done(done, handoff))
-        elif handoff is not None:
-            handoff(None)
+            return False
+        return True
 
     def _task_done(self, task: asyncio.Task[Any], handoff: SettleCallback | None) -> None:
         self._tasks.pop(task, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import pickle
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -414,6 +415,64 @@ def test_filter_events_marble_shared_filter() -> None:
     scheduler.start()
     assert first.messages == [on_next(210, a), on_next(230, c), on_completed(250)]
     assert second.messages == [on_next(225, c), on_completed(260)]
+
+
+def test_equal_filters_on_many_endpoints_decide_each_event_alike() -> None:
+    # equal pure filters share one verdict per event: endpoints must still see exactly their
+    # events, whatever order the stages run in and however events repeat
+    subject: Subject[Event] = Subject()
+    received: list[list[str]] = [[], [], []]
+    for index in range(3):
+        subject.pipe(ignore(actions={"pull"})).subscribe(
+            lambda event, index=index: received[index].append(event.id)
+        )
+    events = [make_event("pull" if n % 3 == 0 else "push", event_id=str(n)) for n in range(30)]
+    for event in events + events[::-1]:
+        subject.on_next(event)
+    expected = [e.id for e in events + events[::-1] if e.action != "pull"]
+    assert received == [expected, expected, expected]
+
+
+def test_equal_filters_in_threads_never_mix_verdicts() -> None:
+    # stages on other threads share the verdict too: an event must never be judged with
+    # another event's verdict
+    events = [make_event("pull" if n % 2 else "push", event_id=str(n)) for n in range(4_000)]
+    results: list[list[str]] = [[] for _ in range(4)]
+
+    def writer(index: int) -> None:
+        subject: Subject[Event] = Subject()
+        subject.pipe(ignore(actions={"pull"})).subscribe(lambda e: results[index].append(e.id))
+        for event in events:
+            subject.on_next(event)
+
+    threads = [threading.Thread(target=writer, args=(index,)) for index in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    expected = [e.id for e in events if e.action == "push"]
+    assert results == [expected] * 4
+
+
+def test_a_predicate_is_asked_once_per_event_and_endpoint() -> None:
+    # a predicate may count, sample or change its mind: its answer is never reused
+    calls: list[str] = []
+
+    def every_other(event: Event) -> bool:
+        calls.append(event.id)
+        return len(calls) % 2 == 1
+
+    keep = EventFilter(predicate=every_other)
+    subject: Subject[Event] = Subject()
+    received: list[list[str]] = [[], []]
+    for index in range(2):
+        subject.pipe(filter_events(keep)).subscribe(
+            lambda event, index=index: received[index].append(event.id)
+        )
+    subject.on_next(make_event(event_id="a"))
+    subject.on_next(make_event(event_id="b"))
+    assert calls == ["a", "a", "b", "b"]
+    assert received == [["a", "b"], []]
 
 
 def test_dropped_events_settle_the_handoff_at_once() -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import weakref
 from typing import Any
 
 import pytest
@@ -189,6 +191,36 @@ def test_weight_of_counts_blocks_by_length() -> None:
     assert weight_of(()) == 0
     assert weight_of("abc") == 1  # a string is one item, not a block
     assert weight_of(make_event(1)) == 1
+
+
+def test_pending_counts_a_mix_of_events_and_blocks_by_weight() -> None:
+    scheduler = TestScheduler()
+    q: Queue[Any] = queue(scheduler=scheduler)
+    subject: Subject[Any] = Subject()
+    sink: HoldingSink[Any] = HoldingSink(scheduler)
+    subject.pipe(q).subscribe(sink)
+    for item in (make_event(1), ("a", "b", "c"), make_event(2), ["d", "e"], "f", ()):
+        subject.on_next(item)
+    assert q.pending == 1 + 3 + 1 + 2 + 1 + 0
+    scheduler.start()
+    assert q.pending == 0
+    assert len(sink.delivered) == 6
+
+
+def test_a_finished_subscription_is_not_kept_alive_by_its_queue() -> None:
+    scheduler = TestScheduler()
+    q: Queue[Any] = queue(scheduler=scheduler)
+    subject: Subject[Any] = Subject()
+    sink: CollectingSink[Any] = CollectingSink()
+    subject.pipe(q).subscribe(sink)
+    subject.on_next("a")
+    subject.on_completed()
+    scheduler.start()
+    assert sink.items == ["a"] and q.pending == 0 and q.in_flight == 0
+    alive = weakref.ref(sink)
+    del sink, subject
+    gc.collect()
+    assert alive() is None
 
 
 # -- bounds -----------------------------------------------------------------------------------

@@ -208,6 +208,32 @@ def test_stop_after_delay_reads_the_virtual_clock() -> None:
     assert [letter.attempts for letter in letters] == [4]
 
 
+def test_stop_after_delay_counts_from_a_synchronous_sink_s_first_attempt() -> None:
+    # a sink failing inside the call: the delay counts from the first attempt, not a later one
+    scheduler = TestScheduler()
+    letters: list[DeadLetter] = []
+    attempts: list[float] = []
+
+    def failing(_: str) -> None:
+        attempts.append(scheduler.to_seconds(scheduler.now))
+        raise ConnectionError("refused")
+
+    xs = scheduler.create_hot_observable(on_next(210, "a"))
+    pipeline = xs.pipe(
+        retry_with_breaker(
+            1,
+            10,
+            stop=stop_after_delay(25),
+            dead_letters=letters.append,
+            scheduler=scheduler,
+        )
+    )
+    scheduler.schedule_absolute(200, lambda *_: pipeline.subscribe(CallbackSink(failing)))
+    scheduler.start()
+    assert attempts == [210, 220, 230, 240]
+    assert [letter.attempts for letter in letters] == [4]
+
+
 def test_an_error_the_retry_policy_refuses_is_dead_lettered_at_once() -> None:
     scheduler = TestScheduler()
     letters: list[DeadLetter] = []
