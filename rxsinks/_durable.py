@@ -6,9 +6,11 @@
 below settles each block). Memory stays bounded however long the endpoint is down: at most
 ``window`` events are kept in memory; past that, only the fact that more are on disk is, and the
 window is refilled from the store (in seq order) as it drains. A block's events are confirmed in
-the store after the receiver accepted them; that commit overlaps the next block's request, but
-never more than one confirm is outstanding, so a crash can only repeat the block in flight and
-the one delivered just before it. A block given up on (dead-lettered) is moved to the store's dead
+the store after the receiver accepted them. A store with ``confirm_now`` (SQLite: its confirm
+journal) notes the confirm before the next block goes, so a crash can only repeat the block in
+flight. With another store (Redis) the commit overlaps the next block's request, but never more
+than one confirm is outstanding, so a crash can only repeat the block in flight and the one
+delivered just before it. A block given up on (dead-lettered) is moved to the store's dead
 letters. At start, the endpoint's undelivered backlog is read back from the store first.
 
 Blocks are formed from what is available when the endpoint is ready (up to ``block_size``), so
@@ -145,6 +147,10 @@ class _DurableLane(abc.ObserverBase[Stored]):
         self._generation = 0  # bumped by rescan(): a refill started before it is stale
         self._replays_seen: int | None = None
         self._confirming: asyncio.Task[Any] | None = None  # the confirm still committing
+        # a store that notes confirms at once (SQLite's journal) saves a commit per block
+        self._confirm_now: Callable[[str, Sequence[int]], bool] | None = getattr(
+            owner.store, "confirm_now", None
+        )
         self._sleeper: asyncio.Task[Any] | None = None
         self._inflight: tuple[int, ...] | None = None
         self._in_emit = False
@@ -314,12 +320,18 @@ class _DurableLane(abc.ObserverBase[Stored]):
         if error is not None:
             self._spawn(self._record(seqs, error))
             return
-        # Delivered. Its confirm commits while the next block goes out (one commit round trip
-        # per block would halve single-event throughput), but never more than one confirm is
-        # outstanding: a crash can only repeat the block in flight and the one whose confirm
-        # had not committed yet.
+        # Delivered. With a journal (SQLite), the confirm is noted before the next block goes:
+        # a crash can only repeat the block in flight.
         previous = self._confirming
         hold_back = previous is not None and not previous.done()
+        confirm_now = self._confirm_now
+        if not hold_back and confirm_now is not None and confirm_now(self._owner.endpoint, seqs):
+            self._release(seqs, None)
+            return
+        # Otherwise it commits while the next block goes out (one commit round trip per block
+        # would halve single-event throughput), but never more than one confirm is outstanding:
+        # a crash can only repeat the block in flight and the one whose confirm had not
+        # committed yet.
         task = asyncio.ensure_future(self._confirm(seqs, previous if hold_back else None))
         self._tasks.add(task)
         task.add_done_callback(self._confirmed)

@@ -3,16 +3,18 @@
 Layout: one log of accepted events (``events``: seq -> the event's JSON as received), one row per
 event and endpoint still to deliver (``deliveries``: endpoint, seq), and dead letters
 (``dead_letters``). The ingest commits events *and* their delivery rows in one transaction
-before it answers 2xx; an endpoint deletes its row only after the receiver confirmed (2xx/3xx),
-and at most one such delete is still committing while the next block is sent. So after any
-crash or restart, every accepted event is delivered to every endpoint that had not confirmed it,
-in seq order (at-least-once: only the block in flight at the crash, and the one confirmed just
-before it if its delete had not committed, can repeat; receivers dedupe on the event id /
-``webhook-id``).
+before it answers 2xx. An endpoint marks a block delivered only after the receiver confirmed it
+(2xx/3xx), and before its next block goes: the mark is a record in the confirm journal (a
+memory-mapped file beside the database, see ``rxsinks._journal``), which the store thread applies
+to ``deliveries`` in batches, and which the next open applies if a killed process left records.
+So after any crash or restart, every accepted event is delivered to every endpoint that had not
+confirmed it, in seq order (at-least-once: only the block in flight at the crash can repeat;
+receivers dedupe on the event id / ``webhook-id``).
 
-All I/O runs on one dedicated thread with its own connection, never on the event loop. The
-thread commits whatever work is waiting in one transaction (group commit), so ingest throughput
-stays close to memory mode under concurrency. Events whose deliveries are all done are compacted
+All database I/O runs on one dedicated thread with its own connection, never on the event loop
+(the loop only writes journal records into mapped memory). The thread commits whatever work is
+waiting in one transaction (group commit), so ingest throughput stays close to memory mode under
+concurrency. Events whose deliveries are all done are compacted
 away, keeping ``retention`` seconds of history.
 """
 
@@ -34,6 +36,7 @@ from typing import Any, TypeVar
 
 from ._event import Event, encode_event
 from ._exceptions import RxSinksError
+from ._journal import ConfirmJournal, JournalBusy
 
 __all__ = ["DeadLetterRecord", "SQLiteStore", "StoreError"]
 
@@ -62,10 +65,14 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 CREATE INDEX IF NOT EXISTS dead_letters_endpoint ON dead_letters (endpoint, seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS journal_endpoints (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
 """
 _FORMAT = "rxsinks-store-1"
 # the most seqs bound in one ``IN (...)`` list (SQLite allows 32,766 parameters since 3.32)
 _IN_LIMIT = 5_000
+# confirm journal records wait at most this long before the store thread applies them (the
+# database's own counts, compaction and other processes catch up within it)
+_APPLY_DELAY = 0.2
 
 
 class StoreError(RxSinksError):
@@ -148,6 +155,14 @@ class SQLiteStore:
         self._jobs: thread_queue.SimpleQueue[_Job | None] = thread_queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
+        # the confirm journal (see _journal) and the endpoint ids its records use; the ids are
+        # written by the store thread, the journal is appended to by the event loop's thread
+        self._journal: ConfirmJournal | None = None
+        self._endpoint_ids: dict[str, int] = {}
+        self._endpoint_names: dict[int, str] = {}
+        self._registering: set[str] = set()
+        self._apply_requested = False
+        self._apply_timer: asyncio.TimerHandle | None = None
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -194,11 +209,51 @@ class SQLiteStore:
             check = db.execute("PRAGMA quick_check").fetchone()
             if check is None or check[0] != "ok":
                 raise StoreError(f"store {path}: integrity check failed: {check}")
+            for ident, name in db.execute("SELECT id, name FROM journal_endpoints"):
+                self._endpoint_names[ident] = name
+                self._endpoint_ids[name] = ident
         except sqlite3.DatabaseError as exc:
             raise StoreError(
                 f"store {path}: {exc} (is it an rxsinks store? not deleting it)"
             ) from exc
+        self._journal = self._open_journal()
+        # what a killed process confirmed and had not applied: before anything reads the queues
+        self._apply_journal(db)
         return db
+
+    def _open_journal(self) -> ConfirmJournal | None:
+        journal_path = Path(f"{self.path}-confirms")
+        try:
+            return ConfirmJournal(journal_path)
+        except JournalBusy:
+            # another process (a running relay) owns it: this one works on SQLite alone
+            log.info("store %s: confirm journal in use by another process", self.path)
+        except OSError as exc:
+            log.warning(
+                "store %s: no confirm journal (%s); confirms commit one by one", self.path, exc
+            )
+        return None
+
+    def _apply_journal(self, db: sqlite3.Connection) -> None:
+        """Delete the deliveries the journal holds as confirmed, in one transaction."""
+        self._apply_requested = False
+        journal = self._journal
+        if journal is None or journal.head == journal.tail:
+            return
+        head, records = journal.unapplied()
+        names = self._endpoint_names
+        rows = [(names[ident], seq) for ident, seq in records if ident in names]
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("DELETE FROM deliveries WHERE endpoint = ? AND seq = ?", rows)
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            # the records stay in the journal: applied with the next batch
+            log.error("store %s: applying confirmed deliveries failed: %s", self.path, exc)
+            return
+        journal.applied(head)
 
     def _run(
         self, loop: asyncio.AbstractEventLoop, report: Callable[[BaseException | None], None]
@@ -220,10 +275,16 @@ class SQLiteStore:
                     except thread_queue.Empty:
                         break
                 stop = any(item is None for item in batch)
-                self._execute(db, [item for item in batch if item is not None])
+                # confirms noted before these jobs were queued are applied first, so every
+                # job sees them (a read of the queues, a count, a compaction)
+                self._apply_journal(db)
+                self._execute(db, [i for i in batch if i is not None and i.fn is not _nothing])
                 if stop:
                     return
         finally:
+            journal, self._journal = self._journal, None
+            if journal is not None:
+                journal.close()
             db.close()
 
     def _execute(self, db: sqlite3.Connection, jobs: list[_Job]) -> None:
@@ -287,10 +348,13 @@ class SQLiteStore:
         return await future
 
     async def close(self) -> None:
-        """Finish pending work and close the database."""
+        """Finish pending work (confirms in the journal too) and close the database."""
         if self._closed:
             return
         self._closed = True
+        if self._apply_timer is not None:
+            self._apply_timer.cancel()
+            self._apply_timer = None
         if self._thread is not None:
             self._jobs.put(None)
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
@@ -375,6 +439,54 @@ class SQLiteStore:
             db.execute(query, args)
 
         await self._call(delete, single_statement=True)
+
+    def confirm_now(self, endpoint: str, seqs: Sequence[int]) -> bool:
+        """Like :meth:`confirm`, done before returning: the confirm goes into the journal.
+
+        Call it on the event loop's thread. Returns False, and notes nothing, when the journal
+        cannot take it (no journal, an endpoint it does not know yet, or no room until the
+        store thread applies what it holds): then use :meth:`confirm`.
+        """
+        journal = self._journal
+        if journal is None or self._closed:
+            return False
+        ident = self._endpoint_ids.get(endpoint)
+        if ident is None:
+            self._register(endpoint)
+            return False
+        if not journal.append(ident, seqs):
+            self._request_apply()
+            return False
+        if journal.room < journal.capacity * 3 // 4:
+            self._request_apply()
+        elif self._apply_timer is None:
+            loop = asyncio.get_running_loop()
+            self._apply_timer = loop.call_later(_APPLY_DELAY, self._apply_soon)
+        return True
+
+    def _register(self, endpoint: str) -> None:
+        """Give ``endpoint`` an id for journal records (on the store thread; once)."""
+        if endpoint in self._registering:
+            return
+        self._registering.add(endpoint)
+
+        def register(db: sqlite3.Connection) -> None:
+            db.execute("INSERT OR IGNORE INTO journal_endpoints (name) VALUES (?)", (endpoint,))
+            query = "SELECT id FROM journal_endpoints WHERE name = ?"
+            ident = int(db.execute(query, (endpoint,)).fetchone()[0])
+            self._endpoint_names[ident] = endpoint
+            self._endpoint_ids[endpoint] = ident  # last: confirm_now may use it from here on
+
+        self._jobs.put(_Job(register, None, None))
+
+    def _apply_soon(self) -> None:
+        self._apply_timer = None
+        self._request_apply()
+
+    def _request_apply(self) -> None:
+        if not self._apply_requested and not self._closed:
+            self._apply_requested = True
+            self._jobs.put(_Job(_nothing, None, None))  # the thread applies before every batch
 
     async def dead_letter(
         self, endpoint: str, seqs: Sequence[int], error: str, attempts: int
@@ -471,6 +583,10 @@ class SQLiteStore:
             return sorted(row[0] for row in rows)
 
         return await self._call(select)
+
+
+def _nothing(db: sqlite3.Connection) -> None:
+    pass
 
 
 def _store_error(path: Path, exc: BaseException) -> BaseException:

@@ -95,6 +95,42 @@ async def test_a_crash_or_stop_in_an_outage_loses_nothing(
     assert await again.signal(signal.SIGTERM) == 0
 
 
+@pytest.mark.parametrize("after_ms", [0, 1, 3])
+async def test_a_crash_mid_delivery_repeats_at_most_the_block_in_flight(
+    receiver: tuple[Receiver, str], serve_factory: Any, after_ms: int
+) -> None:
+    # the confirm of a delivered block is noted (in the store's journal) before the next block
+    # goes: whenever the kill lands, only the block in flight may arrive twice
+    target, url = receiver
+    events = make_events(200, "mid")
+    serve = serve_factory(url)
+    await serve.start()
+    assert serve.proc is not None
+    pid = serve.proc.pid
+
+    def answer(ids: list[str]) -> int:
+        if ids == [events[60].id]:  # kill just after answering this one
+            asyncio.get_running_loop().call_later(after_ms / 1000, os.kill, pid, signal.SIGKILL)
+        return 200
+
+    target.status = answer
+    await post_all(serve, events)
+    assert await asyncio.wait_for(asyncio.to_thread(serve.proc.wait), DEADLINE) == -signal.SIGKILL
+    before = list(target.received)
+    expected = [e.id for e in events]
+    assert before == expected[: len(before)] and len(before) >= 61
+
+    target.status = lambda ids: 200
+    again = serve_factory(url)
+    await again.start()
+    await until(lambda: expected[-1] in target.received, "every event")
+    await asyncio.sleep(0.3)  # anything extra would arrive now
+    after = target.received[len(before) :]
+    rest = expected[len(before) :]
+    assert after in (rest, [before[-1], *rest])  # the in-flight block at most, once
+    assert await again.signal(signal.SIGTERM) == 0
+
+
 async def test_dead_letters_list_and_replay_through_the_cli(
     receiver: tuple[Receiver, str], serve_factory: Any
 ) -> None:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -91,6 +95,79 @@ async def test_survives_a_reopen(tmp_path: Path) -> None:
         assert more[0] > seqs[-1]
     finally:
         await second.close()
+
+
+async def until_registered(store: SQLiteStore, endpoint: str, seqs: list[int]) -> None:
+    """confirm_now() refuses an endpoint the journal has no id for yet, and gives it one."""
+    for _ in range(500):
+        if store.confirm_now(endpoint, seqs):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"confirm_now never took {endpoint!r}")
+
+
+async def test_confirm_now_is_seen_by_every_later_read(store: SQLiteStore) -> None:
+    seqs = await store.append(events(6), [["a", "b"]] * 6)
+    assert not store.confirm_now("a", seqs[:1])  # not registered yet: nothing noted
+    assert [seq for seq, _ in await store.read("a", 0, 10)] == seqs
+    await until_registered(store, "a", seqs[:2])
+    assert store.confirm_now("a", seqs[2:3])
+    # applied by the store thread before it reads: no wait, no stale rows
+    assert [seq for seq, _ in await store.read("a", 0, 10)] == seqs[3:]
+    assert await store.backlog("a") == (3, seqs[-1])
+    assert await store.pending("b") == 6  # another endpoint's rows are untouched
+
+
+async def test_journal_confirms_of_a_killed_process_are_applied_at_the_next_open(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    script = textwrap.dedent(
+        f"""
+        import asyncio, os
+        import rxsinks
+        from rxsinks._store import SQLiteStore
+
+        async def main():
+            store = SQLiteStore({str(path)!r})
+            await store.open()
+            batch = [rxsinks.Event.new("push", id=f"k{{i}}") for i in range(10)]
+            seqs = await store.append(batch, [["a"]] * 10)
+            while not store.confirm_now("a", seqs[:1]):
+                await asyncio.sleep(0.01)
+            assert store.confirm_now("a", seqs[1:4])
+            os.kill(os.getpid(), 9)  # before the store thread applied anything
+
+        asyncio.run(main())
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], timeout=60, env=dict(os.environ))
+    assert done.returncode == -9
+    # what SQLite alone says: the four confirmed rows are still there
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == 10
+    again = SQLiteStore(path)
+    await again.open()
+    try:
+        rows = await again.read("a", 0, 100)
+        assert [event.id for _, event in rows] == [f"k{i}" for i in range(4, 10)]
+    finally:
+        await again.close()
+
+
+async def test_a_second_process_on_the_store_works_without_the_journal(tmp_path: Path) -> None:
+    first = SQLiteStore(tmp_path / "s.db")
+    await first.open()
+    second = SQLiteStore(tmp_path / "s.db")
+    await second.open()  # the journal is the first one's: no error
+    try:
+        seqs = await second.append(events(2), [["a"]] * 2)
+        assert not second.confirm_now("a", seqs[:1])
+        await second.confirm("a", seqs[:1])
+        assert [seq for seq, _ in await first.read("a", 0, 10)] == seqs[1:]
+    finally:
+        await second.close()
+        await first.close()
 
 
 async def test_a_corrupt_file_is_a_clear_error_and_left_untouched(tmp_path: Path) -> None:
