@@ -66,7 +66,7 @@ from rxsinks._exceptions import (
     PermanentDeliveryError,
     WebhookStatusError,
 )
-from rxsinks._flow import FlushToken, Handoff, hold, join_flush
+from rxsinks._flow import FlushToken, SettleCallback, hold, join_flush
 from rxsinks._metrics import status_phrase
 from rxsinks._signing import message_id, parse_secret, signature_headers
 from rxsinks._tls import PathArg, client_ssl
@@ -389,6 +389,8 @@ class WebhookSink(abc.ObserverBase[Sequence[Event]]):
         WebhookSink('https://hooks.example.com/registry', headers={'Authorization': '<redacted>'})
     """
 
+    __rxsinks_stage__ = True  # the stage above calls accept() directly (see rxsinks._flow)
+
     def __init__(
         self,
         url: str | URL,
@@ -459,7 +461,7 @@ class WebhookSink(abc.ObserverBase[Sequence[Event]]):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._shared: _SharedSession | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._queued: deque[tuple[tuple[Event, ...], Handoff]] = deque()
+        self._queued: deque[tuple[tuple[Event, ...], SettleCallback]] = deque()
         self._worker: asyncio.Task[None] | None = None
         self._in_flight = 0  # events in blocks not yet settled
         self._stopped = False  # completed, failed or closing: no new block is taken
@@ -776,9 +778,17 @@ class WebhookSink(abc.ObserverBase[Sequence[Event]]):
     def on_next(self, value: Sequence[Event]) -> None:
         """Take a block and start its POST; settle the handoff (if offered) when it is over."""
         handoff = hold()
+        self.accept(value, None if handoff is None else handoff.settle)
+
+    def accept(self, value: Sequence[Event], on_settled: SettleCallback | None) -> bool:
+        """Take a block from the stage above, calling ``on_settled`` once its POST is over.
+
+        Always False: a POST is never over at once (see ``rxsinks._flow.direct_emitter``).
+        """
         if self._stopped:
-            self._settle(handoff, SINK_CLOSED, len(value) if isinstance(value, Sequence) else 0)
-            return
+            count = len(value) if isinstance(value, Sequence) else 0
+            self._settle(on_settled, SINK_CLOSED, count)
+            return False
         try:
             events = tuple(value)
         except TypeError:
@@ -786,11 +796,11 @@ class WebhookSink(abc.ObserverBase[Sequence[Event]]):
                 f"webhook {self._name}: expected a sequence of events, got {type(value).__name__}",
                 endpoint=self._name,
             )
-            self._settle(handoff, error, 0)
-            return
+            self._settle(on_settled, error, 0)
+            return False
         if not events:
-            self._settle(handoff, None, 0)
-            return
+            self._settle(on_settled, None, 0)
+            return False
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -800,16 +810,17 @@ class WebhookSink(abc.ObserverBase[Sequence[Event]]):
                 endpoint=self._name,
                 events=events,
             )
-            self._settle(handoff, no_loop, len(events))
-            return
+            self._settle(on_settled, no_loop, len(events))
+            return False
         self._in_flight += len(events)
-        if handoff is not None:
-            self._queued.append((events, handoff))
+        if on_settled is not None:
+            self._queued.append((events, on_settled))
             if self._worker is None:
                 self._worker = loop.create_task(self._work())
                 self._track(self._worker)
-            return
-        self._track(loop.create_task(self._deliver(events, handoff)))
+            return False
+        self._track(loop.create_task(self._deliver(events, None)))
+        return False
 
     async def _work(self) -> None:
         # Held blocks go one after another in one task. Below a retry stage the next block is
@@ -828,7 +839,7 @@ class WebhookSink(abc.ObserverBase[Sequence[Event]]):
                 )
                 self._finish(handoff, events, error)
 
-    async def _deliver(self, events: tuple[Event, ...], handoff: Handoff | None) -> None:
+    async def _deliver(self, events: tuple[Event, ...], handoff: SettleCallback | None) -> None:
         try:
             await self._send(events)
         except asyncio.CancelledError:
@@ -843,15 +854,17 @@ class WebhookSink(abc.ObserverBase[Sequence[Event]]):
             self._finish(handoff, events, None)
 
     def _finish(
-        self, handoff: Handoff | None, events: tuple[Event, ...], error: BaseException | None
+        self, handoff: SettleCallback | None, events: tuple[Event, ...], error: BaseException | None
     ) -> None:
         self._in_flight -= len(events)
         self._settle(handoff, error, len(events))
 
-    def _settle(self, handoff: Handoff | None, error: BaseException | None, count: int) -> None:
+    def _settle(
+        self, handoff: SettleCallback | None, error: BaseException | None, count: int
+    ) -> None:
         if handoff is not None:
             try:
-                handoff.settle(error)
+                handoff(error)
             except Exception:
                 logger.exception("webhook %s: a settle callback raised", self._name)
             return
