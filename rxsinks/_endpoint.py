@@ -13,6 +13,7 @@ from reactivex.subject import Subject
 
 from ._batch import batch
 from ._breaker import Breaker
+from ._broadcast import Broadcast
 from ._durable import DurableQueue, QueueStore
 from ._event import MEDIA_TYPE_V1, Event
 from ._exceptions import SINK_CLOSED, EndpointDisabledError
@@ -130,8 +131,9 @@ class Endpoint(abc.ObserverBase[Event]):
         )
         self._filter = event_filter
         self.metrics_observer = EndpointMetrics()
-        self._outcomes: Subject[Outcome] = Subject()
-        self._outcomes.subscribe(self.metrics_observer)
+        # the metrics hear of every outcome directly; the fan-out serves subscribers, each
+        # isolated from the others and from delivery (a raising subscriber is logged)
+        self._outcomes: Broadcast[Outcome] = Broadcast()
         self._dead_letters: Subject[DeadLetter] = Subject()
         self._recent_dead: deque[DeadLetter] = deque(maxlen=_RECENT_DEAD_LETTERS)
         self._user_dead_letters = dead_letters
@@ -348,7 +350,7 @@ class Endpoint(abc.ObserverBase[Event]):
         self._outstanding.clear()
         for block in left:
             self.metrics_observer.finished(len(block))
-            self._outcomes.on_next(
+            self._publish(
                 Outcome(OutcomeKind.DEAD_LETTERED, block, error=SINK_CLOSED, endpoint=self.name)
             )
             # aclose() logged the count once: no line per block
@@ -400,13 +402,13 @@ class Endpoint(abc.ObserverBase[Event]):
         # it); a refused newcomer never was
         if self._outstanding.pop(id(block), None) is not None:
             self.metrics_observer.finished(len(block))
-        self._outcomes.on_next(Outcome(OutcomeKind.DROPPED, block, endpoint=self.name))
+        self._publish(Outcome(OutcomeKind.DROPPED, block, endpoint=self.name))
 
     def _attempted(self, attempt: Attempt) -> None:
         self._last_attempt = attempt
         if attempt.status == 410:
             log.warning("%s: receiver answered 410 Gone; endpoint disabled", self.name)
-            self._outcomes.on_next(Outcome(OutcomeKind.DISABLED, status=410, endpoint=self.name))
+            self._publish(Outcome(OutcomeKind.DISABLED, status=410, endpoint=self.name))
 
     def _outcome(self, outcome: Outcome) -> None:
         attempt = self._last_attempt
@@ -435,6 +437,10 @@ class Endpoint(abc.ObserverBase[Event]):
                 latency=outcome.latency,
                 endpoint=outcome.endpoint,
             )
+        self._publish(outcome)
+
+    def _publish(self, outcome: Outcome) -> None:
+        self.metrics_observer.on_next(outcome)
         self._outcomes.on_next(outcome)
 
     def _dead_lettered(self, letter: DeadLetter, *, logged: bool = False) -> None:

@@ -605,7 +605,7 @@ class WebhookSink(abc.ObserverBase[Sequence[Event]]):
         started = time.perf_counter()
         answer = await self._exchange(session, body, headers, events)
         duration = time.perf_counter() - started
-        url = _display(answer.url)
+        url = self._display_url if answer.url is self._url else _display(answer.url)
         if isinstance(answer, _NoAnswer):
             attempt = Attempt(len(events), None, "", answer.error, duration, url)
             logger.debug("webhook %s: %s", self._name, answer.error)
@@ -705,16 +705,20 @@ class WebhookSink(abc.ObserverBase[Sequence[Event]]):
                 timeout=aiohttp.ClientTimeout(total=remaining),
             ) as response:
                 keep = 0 if 200 <= response.status < 300 else _BODY_NOTE_BYTES
-                start = b""
-                # drained in chunks, not kept: the connection returns to the pool only once the
-                # body was read, and a large answer must not cost memory
-                async for chunk in response.content.iter_chunked(_READ_CHUNK):
-                    if len(start) < keep:
-                        start += chunk[: keep - len(start)]
+                # the body is always read: the connection returns to the pool only then
+                length = response.content_length
+                if length is not None and length <= _READ_CHUNK:
+                    start = (await response.read())[:keep]  # small (the usual): at once
+                else:
+                    # drained in chunks, not kept: a large answer must not cost memory
+                    start = b""
+                    async for chunk in response.content.iter_chunked(_READ_CHUNK):
+                        if len(start) < keep:
+                            start += chunk[: keep - len(start)]
                 return _Answer(
                     status=response.status,
                     reason=_phrase(response.status, response.reason),
-                    url=response.url,
+                    url=target,  # what was requested (redirects are followed here, not by aiohttp)
                     location=response.headers.get("Location"),
                     retry_after=response.headers.get("Retry-After"),
                     body=start,
@@ -728,7 +732,7 @@ class WebhookSink(abc.ObserverBase[Sequence[Event]]):
             return _NoAnswer(target, error)
 
     def _status_error(self, answer: _Answer, events: tuple[Event, ...]) -> DeliveryError:
-        url = _display(answer.url)
+        url = self._display_url if answer.url is self._url else _display(answer.url)
         text = f"{answer.status} {answer.reason}".rstrip()
         error: DeliveryError
         if answer.status == 410:
