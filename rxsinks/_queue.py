@@ -172,13 +172,14 @@ class Lane(abc.ObserverBase[_T], Generic[_T]):
         self._error: Exception | None = None
         self._finished = False
         self._disposed = False
+        self._refusing = False  # completed or disposed: one check per item
         self._flush: FlushToken | None = None
         owner._lanes[id(self)] = self
 
     # -- upstream side -------------------------------------------------------------------------
 
     def on_next(self, value: _T) -> None:
-        if self._completed or self._disposed:
+        if self._refusing:
             raise SINK_CLOSED
         owner = self._owner
         weigh = owner.weigh
@@ -237,6 +238,7 @@ class Lane(abc.ObserverBase[_T], Generic[_T]):
         if self._completed:
             return
         self._completed = True
+        self._refusing = True
         self._flush = join_flush(self._remaining)
         if not self._draining and not self._has_inflight:
             self._finish()
@@ -246,6 +248,7 @@ class Lane(abc.ObserverBase[_T], Generic[_T]):
 
     def dispose(self) -> None:
         self._disposed = True
+        self._refusing = True
         self._buffer.clear()
         self._weights.clear()
         self._buffered_weight = 0

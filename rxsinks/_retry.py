@@ -191,6 +191,12 @@ class _RetryLane(abc.ObserverBase[_B]):
         self._finished = False
         self._disposed = False
         self._flush: FlushToken | None = None
+        # hot-path shortcuts: closed, completed or disposed (set where those are); settings
+        # that never change; the settle callback bound once
+        self._unusual = False
+        self._breaker = settings.breaker
+        self._reports = settings.outcomes is not None
+        self._on_attempt_done = self._attempt_done
         self._state = tenacity.RetryCallState(_RETRYING, None, (), {})
         self._unlisten: Callable[[], None] | None = None
         if settings.breaker is not None and settings.outcomes is not None:
@@ -204,33 +210,28 @@ class _RetryLane(abc.ObserverBase[_B]):
 
     def accept(self, value: _B, handoff: SettleCallback | None) -> bool:
         """Take a block; True when it was delivered at once (see ``_flow.direct_emitter``)."""
-        if self._closed is not None or self._completed:
-            self._give_up(value, handoff, 0, SINK_CLOSED)
-            return False
-        if self._busy:
-            self._waiting.append((value, handoff))
-            return False
-        settings = self._s
-        breaker = settings.breaker
-        if self._disposed or (breaker is not None and breaker._recent):
+        if self._unusual or self._busy:
+            return self._accept_unusual(value, handoff)
+        breaker = self._breaker
+        if breaker is not None and breaker._recent:
             self._start(value, handoff)
             return False
         # the common case, inlined (once per block): an idle lane, a healthy breaker, attempt 1
+        # (an idle lane's _not_before is 0: _done() leaves it so)
         self._busy = True
         self._block = value
         self._handoff = handoff
         self._attempt = 1
-        self._not_before = 0.0
         # read the clock only for what uses it: an outcome's latency now, a retry's start time
         # once the attempt did not succeed at once (below, or in _attempt_done)
-        self._started = self._now() if settings.outcomes is not None else None
+        self._started = self._now() if self._reports else None
         emitting, self._emitting = self._emitting, True
         try:
-            delivered = self._emit(value, self._attempt_done)
+            delivered = self._emit(value, self._on_attempt_done)
             if delivered and (
                 self._waiting
-                or self._completed
-                or settings.outcomes is not None
+                or self._unusual
+                or self._reports
                 or (breaker is not None and (breaker._recent or breaker._state is not _CLOSED))
             ):
                 # something to report, reset or go on with: the general path, and the
@@ -251,6 +252,15 @@ class _RetryLane(abc.ObserverBase[_B]):
             self._attempt_now()  # settled at once: go on with what waited
         return False
 
+    def _accept_unusual(self, value: _B, handoff: SettleCallback | None) -> bool:
+        if self._closed is not None or self._completed:
+            self._give_up(value, handoff, 0, SINK_CLOSED)
+        elif self._busy:
+            self._waiting.append((value, handoff))
+        else:  # disposed: attempted as ever, settled below
+            self._start(value, handoff)
+        return False
+
     def on_error(self, error: Exception) -> None:
         self._error = error
         self._complete()
@@ -262,6 +272,7 @@ class _RetryLane(abc.ObserverBase[_B]):
         if self._completed:
             return
         self._completed = True
+        self._unusual = True
         self._flush = join_flush(self._remaining)
         # blocks may wait while not busy only inside emit(); the attempt loop finishes then
         if not self._busy and not self._waiting:
@@ -274,6 +285,7 @@ class _RetryLane(abc.ObserverBase[_B]):
 
     def dispose(self) -> None:
         self._disposed = True
+        self._unusual = True
         self._timer.dispose()
         if self._unlisten is not None:
             self._unlisten()
@@ -321,7 +333,7 @@ class _RetryLane(abc.ObserverBase[_B]):
             self._attempt += 1
             emitting, self._emitting = self._emitting, True  # attempts may nest via upstream
             try:
-                if self._emit(self._block, self._attempt_done):
+                if self._emit(self._block, self._on_attempt_done):
                     self._attempt_done(None)  # done at once: no callback came
             finally:
                 self._emitting = emitting
@@ -348,6 +360,7 @@ class _RetryLane(abc.ObserverBase[_B]):
             return
         if isinstance(error, SinkClosedError):
             self._closed = error
+            self._unusual = True
             self._give_up(block, None, attempt, error)
             self._done(error)
             return
@@ -450,6 +463,7 @@ class _RetryLane(abc.ObserverBase[_B]):
         self._block = None
         self._handoff = None
         self._busy = False
+        self._not_before = 0.0
         if handoff is not None:
             handoff(error)
         if self._disposed:
