@@ -36,6 +36,7 @@ a double such as ``1e400``) are rejected instead of forwarded as invalid JSON.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -460,14 +461,18 @@ class Event:
         ('demo/hello', 'v1')
     """
 
-    __slots__ = ("_data",)
+    __slots__ = ("_data", "_text")
 
     _data: dict[str, Any]
+    # the compact JSON text of _data when already known (read back from a store): encoding
+    # a block then copies it instead of encoding the event again
+    _text: str | None
     __hash__: ClassVar[None] = None  # type: ignore[assignment]
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         """Validate and deep-copy ``data``; see :meth:`from_dict`."""
         object.__setattr__(self, "_data", _checked_object(data, "an event"))
+        object.__setattr__(self, "_text", None)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Event:
@@ -484,11 +489,18 @@ class Event:
         return cls(data)
 
     @classmethod
-    def _wrap(cls, data: dict[str, Any]) -> Event:
-        # decoded JSON is already valid and owned by nobody else: skip the checked copy
+    def _wrap(cls, data: dict[str, Any], text: str | None = None) -> Event:
+        # decoded JSON is already valid and owned by nobody else: skip the checked copy.
+        # ``text``, when given, must be encode_event()'s output for ``data``.
         event = object.__new__(cls)
         _DATA_SLOT.__set__(event, data)
+        _TEXT_SLOT.__set__(event, text)
         return event
+
+    @classmethod
+    def _from_text(cls, text: str) -> Event:
+        """An event from the JSON text encode_event() wrote (a store's copy)."""
+        return cls._wrap(json.loads(text), text)
 
     @classmethod
     def new(
@@ -607,6 +619,7 @@ class Event:
 
 
 _DATA_SLOT = Event.__dict__["_data"]
+_TEXT_SLOT = Event.__dict__["_text"]
 
 
 def _now_timestamp() -> str:
@@ -650,6 +663,7 @@ def encode_envelope(events: Iterable[Event]) -> bytes:
     """
     block = events if isinstance(events, list | tuple) else list(events)
     try:
+        texts = [event._text for event in block]
         raws = [event._data for event in block]
     except AttributeError:
         for index, item in enumerate(block):
@@ -659,6 +673,10 @@ def encode_envelope(events: Iterable[Event]) -> bytes:
                     "(wrap dicts with Event.from_dict)"
                 ) from None
         raise
+    if None not in texts:
+        # read back from a store: the text it holds is what the encoder would write
+        with contextlib.suppress(UnicodeEncodeError):  # lone surrogates: the fallback below
+            return f'{{"events":[{",".join(texts)}]}}'.encode()  # type: ignore[arg-type]
     envelope = {"events": raws}
     try:
         return _ENCODER.encode(envelope).encode("utf-8")

@@ -47,7 +47,6 @@ does nothing and returns 0.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -324,7 +323,7 @@ class RedisStore:
                 list(self._endpoint_keys(_name(endpoint))), [after, limit], client
             )
         rows = sorted((_seq(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2))[:limit]
-        return [(seq, Event._wrap(json.loads(body))) for seq, body in rows]
+        return [(seq, Event._from_text(body)) for seq, body in rows]
 
     async def tail(self, endpoint: str, after: int, limit: int, wait: float = 1.0) -> list[Stored]:
         """New events of ``endpoint``'s stream with seq > ``after``, waiting up to ``wait``
@@ -344,7 +343,7 @@ class RedisStore:
             reply: Any = await client.xread({stream: f"{after}-0"}, count=limit, block=block)
         rows: list[Stored] = []
         for _, entries in reply or ():
-            rows += [(_seq(id_), Event._wrap(json.loads(fields["e"]))) for id_, fields in entries]
+            rows += [(_seq(id_), Event._from_text(fields["e"])) for id_, fields in entries]
         return rows
 
     async def backlog(self, endpoint: str) -> tuple[int, int]:
@@ -438,7 +437,7 @@ class RedisStore:
                         id=_seq(id_),
                         endpoint=name,
                         seq=int(fields["seq"]),
-                        event=Event._wrap(json.loads(fields["body"])),
+                        event=Event._from_text(fields["body"]),
                         error=fields["error"],
                         attempts=int(fields["attempts"]),
                         time=given_up,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import queue as thread_queue
@@ -393,7 +392,7 @@ class SQLiteStore:
                 "WHERE d.endpoint = ? AND d.seq > ? ORDER BY d.seq LIMIT ?",
                 (endpoint, after, limit),
             ).fetchall()
-            return [(seq, Event._wrap(json.loads(body))) for seq, body in rows]
+            return [(seq, Event._from_text(body)) for seq, body in rows]
 
         return await self._call(select)
 
@@ -527,7 +526,7 @@ class SQLiteStore:
             query += " ORDER BY d.id LIMIT ?"
             args.append(limit)
             return [
-                DeadLetterRecord(i, name, seq, Event._wrap(json.loads(body)), err, n, t)
+                DeadLetterRecord(i, name, seq, Event._from_text(body), err, n, t)
                 for i, name, seq, body, err, n, t in db.execute(query, args).fetchall()
             ]
 

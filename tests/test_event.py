@@ -29,6 +29,7 @@ from rxsinks._event import (
     decode_envelope,
     decode_ndjson,
     encode_envelope,
+    encode_event,
     sample_events,
 )
 from rxsinks._exceptions import EnvelopeError, RxSinksError
@@ -550,6 +551,12 @@ def _check_round_trip(objects: list[dict[str, Any]]) -> None:
     decoded = decode_envelope(encode_envelope(events))
     assert [_structure(event.to_dict()) for event in decoded] == [_structure(o) for o in objects]
     assert decoded == events
+    # read back from a store's text, events encode to exactly the same bytes (the text is
+    # reused, not encoded again)
+    stored = [Event._from_text(encode_event(event)) for event in events]
+    assert stored == events
+    assert encode_envelope(stored) == encode_envelope(events)
+    assert encode_envelope([stored[0], events[-1]]) == encode_envelope([events[0], events[-1]])
 
 
 @settings(database=None, derandomize=True, max_examples=300)
