@@ -243,12 +243,18 @@ class _DurableLane(abc.ObserverBase[Stored]):
                     self._maybe_finish()
                 return
             size = min(self._owner.block_size, len(self._memory))
-            stored = [self._memory.popleft() for _ in range(size)]
-            self._inflight = tuple(seq for seq, _ in stored)
+            block: tuple[Event, ...]
+            if size == 1:  # single events (the registry's way): no lists to build
+                seq, event = self._memory.popleft()
+                self._inflight, block = (seq,), (event,)
+            else:
+                stored = [self._memory.popleft() for _ in range(size)]
+                self._inflight = tuple(seq for seq, _ in stored)
+                block = tuple(event for _, event in stored)
             self._owner.in_flight += 1
             self._in_emit = True
             try:
-                if self._emit(tuple(event for _, event in stored), self._settled):
+                if self._emit(block, self._settled):
                     self._settled(None)  # done at once: no callback comes (see _flow)
             finally:
                 self._in_emit = False
