@@ -80,6 +80,9 @@ class DurableQueue:
         attempts: tells how many attempts the last dead-lettered block took (for the record).
         poll_interval: when several processes append to the store (Redis), also look for new
             events every this many seconds instead of trusting live notifications alone.
+        max_delay: seconds a partial block may wait for more live events before it goes (the
+            batch operator's ``max_delay``); 0 sends what is there as soon as the endpoint is
+            ready.
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class DurableQueue:
         on_egress: Callable[[int], None] | None = None,
         attempts: Callable[[], int] = lambda: 0,
         poll_interval: float | None = None,
+        max_delay: float = 0.0,
     ) -> None:
         if block_size < 1 or window < block_size:
             raise ValueError(f"need 1 <= block_size <= window, got {block_size}, {window}")
@@ -104,6 +108,7 @@ class DurableQueue:
         self.on_egress = on_egress
         self.attempts = attempts
         self.poll_interval = poll_interval
+        self.max_delay = max_delay
         self.lanes: list[_DurableLane] = []
         self.pending = 0
         self.dropped = 0  # a durable queue never drops
@@ -159,6 +164,9 @@ class _DurableLane(abc.ObserverBase[Stored]):
         self._disposed = False
         self._flush: FlushToken | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        # a partial block waiting for more live events: since when, and the timer that sends it
+        self._opened: float | None = None
+        self._send_timer: asyncio.TimerHandle | None = None
         self._spawn(self._start())
 
     def _spawn(self, coro: Any) -> None:
@@ -204,6 +212,8 @@ class _DurableLane(abc.ObserverBase[Stored]):
             return
         self._completed = True
         self._flush = join_flush(lambda: self._owner.pending)
+        if self._inflight is None:
+            self._drain()  # a partial block waiting for more events goes now
         self._maybe_finish()
 
     def rescan(self) -> None:
@@ -223,6 +233,9 @@ class _DurableLane(abc.ObserverBase[Stored]):
 
     def dispose(self) -> None:
         self._disposed = True
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
         self._owner.lanes = [lane for lane in self._owner.lanes if lane is not self]
         for task in list(self._tasks):
             task.cancel()
@@ -243,6 +256,9 @@ class _DurableLane(abc.ObserverBase[Stored]):
                     self._maybe_finish()
                 return
             size = min(self._owner.block_size, len(self._memory))
+            if size < self._owner.block_size and self._fill_later():
+                return
+            self._opened = None
             block: tuple[Event, ...]
             if size == 1:  # single events (the registry's way): no lists to build
                 seq, event = self._memory.popleft()
@@ -258,6 +274,27 @@ class _DurableLane(abc.ObserverBase[Stored]):
                     self._settled(None)  # done at once: no callback comes (see _flow)
             finally:
                 self._in_emit = False
+
+    def _fill_later(self) -> bool:
+        """Whether a partial block should wait for more live events (and a timer is set)."""
+        delay = self._owner.max_delay
+        if delay <= 0 or self._disk_after is not None or self._completed or self._disposed:
+            return False  # no batching delay, a backlog to read, or closing: send now
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._opened is None:
+            self._opened = now
+        due = self._opened + delay
+        if now >= due:
+            return False
+        if self._send_timer is None:
+            self._send_timer = loop.call_at(due, self._send_partial)
+        return True
+
+    def _send_partial(self) -> None:
+        self._send_timer = None
+        if self._inflight is None:
+            self._drain()
 
     async def _refill(self, after: int) -> None:
         owner = self._owner

@@ -178,6 +178,7 @@ class Endpoint(abc.ObserverBase[Event]):
                 on_egress=self.metrics_observer.finished,
                 attempts=lambda: self._last_dead_attempts,
                 poll_interval=poll_interval,
+                max_delay=max(batch_max_delay, 0.0),
             )
         self._retry = retry_with_breaker(
             breaker=self.breaker,

@@ -685,11 +685,23 @@ def encode_envelope(events: Iterable[Event]) -> bytes:
 
 
 def encode_event(event: Event) -> str:
-    """One event's JSON text, exactly as stored (compact; for logs and durable stores)."""
-    try:
-        return _ENCODER.encode(event._data)
-    except UnicodeEncodeError:
-        return _ASCII_ENCODER.encode(event._data)
+    """One event's JSON text, exactly as stored (compact; for logs and durable stores).
+
+    The text is kept on the event: a store encodes an event once, and delivering it later
+    reuses the text (see :func:`encode_envelope`).
+    """
+    text = event._text
+    if text is None:
+        text = _ENCODER.encode(event._data)
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                # lone surrogates ("\ud800" escapes in a received body) have no UTF-8 form: a
+                # store could not write the text, so they stay escaped
+                text = _ASCII_ENCODER.encode(event._data)
+        _TEXT_SLOT.__set__(event, text)
+    return text
 
 
 def decode_envelope(body: bytes | bytearray | memoryview | str) -> list[Event]:

@@ -162,6 +162,9 @@ class SQLiteStore:
         self._registering: set[str] = set()
         self._apply_requested = False
         self._apply_timer: asyncio.TimerHandle | None = None
+        # appends waiting for the end of the loop's turn, to go to the thread as one job
+        self._appends: list[tuple[list[str], Sequence[Sequence[str]], asyncio.Future[list[int]]]]
+        self._appends = []
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -240,11 +243,15 @@ class SQLiteStore:
         if journal is None or journal.head == journal.tail:
             return
         head, records = journal.unapplied()
-        names = self._endpoint_names
-        rows = [(names[ident], seq) for ident, seq in records if ident in names]
+        by_endpoint: dict[int, list[int]] = {}
+        for ident, seq in records:
+            by_endpoint.setdefault(ident, []).append(seq)
         try:
             db.execute("BEGIN IMMEDIATE")
-            db.executemany("DELETE FROM deliveries WHERE endpoint = ? AND seq = ?", rows)
+            for ident, seqs in by_endpoint.items():
+                name = self._endpoint_names.get(ident)
+                if name is not None:
+                    _delete_deliveries(db, name, seqs)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -330,11 +337,16 @@ class SQLiteStore:
         self._report(results)
 
     def _report(self, results: list[tuple[_Job, Any, BaseException | None]]) -> None:
+        # one wake-up of each loop per batch, not one per job: a group commit of many ingest
+        # requests would otherwise write the loop's self-pipe once per request
+        answers: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, Any]]] = {}
         for job, result, error in results:
             if job.future is not None and job.loop is not None:
-                job.loop.call_soon_threadsafe(_resolve, job.future, result, error)
+                answers.setdefault(job.loop, []).append((job.future, result, error))
             elif error is not None:
                 log.error("store: %s", error)
+        for loop, batch in answers.items():
+            loop.call_soon_threadsafe(_resolve_all, batch)
 
     async def _call(
         self, fn: Callable[[sqlite3.Connection], _R], *, single_statement: bool = False
@@ -350,6 +362,7 @@ class SQLiteStore:
         """Finish pending work (confirms in the journal too) and close the database."""
         if self._closed:
             return
+        self._submit_appends()  # accepted before the close: committed before it
         self._closed = True
         if self._apply_timer is not None:
             self._apply_timer.cancel()
@@ -363,25 +376,62 @@ class SQLiteStore:
     async def append(self, events: Sequence[Event], routes: Sequence[Sequence[str]]) -> list[int]:
         """Commit ``events`` and, for each, a delivery row per endpoint in ``routes[i]``.
 
-        Returns the events' seqs once the transaction is durable.
+        Returns the events' seqs once the transaction is durable. Appends made in the same turn
+        of the event loop (concurrent ingest requests) go to the store thread as one job.
 
         Raises:
             StoreError: nothing was stored (the caller must not acknowledge the events).
         """
         bodies = [encode_event(event) for event in events]
+        if self._closed or self._thread is None:
+            raise StoreError(f"store {self.path} is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[int]] = loop.create_future()
+        self._appends.append((bodies, routes, future))
+        if len(self._appends) == 1:
+            loop.call_soon(self._submit_appends)
+        return await future
+
+    def _submit_appends(self) -> None:
+        batch, self._appends = self._appends, []
+        if not batch:
+            return
+        if self._closed:
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(StoreError(f"store {self.path} is closed"))
+            return
         now = time.time()
 
-        def insert(db: sqlite3.Connection) -> list[int]:
-            seqs = []
+        def insert(db: sqlite3.Connection) -> list[list[int]]:
             cursor = db.cursor()
-            for body in bodies:
-                cursor.execute("INSERT INTO events (body, accepted) VALUES (?, ?)", (body, now))
-                seqs.append(int(cursor.lastrowid or 0))
-            rows = [(name, seq) for seq, names in zip(seqs, routes, strict=True) for name in names]
-            cursor.executemany("INSERT INTO deliveries (endpoint, seq) VALUES (?, ?)", rows)
-            return seqs
+            results = []
+            for bodies, routes, _ in batch:
+                seqs = []
+                for body in bodies:
+                    cursor.execute("INSERT INTO events (body, accepted) VALUES (?, ?)", (body, now))
+                    seqs.append(int(cursor.lastrowid or 0))
+                rows = [
+                    (name, seq) for seq, names in zip(seqs, routes, strict=True) for name in names
+                ]
+                cursor.executemany("INSERT INTO deliveries (endpoint, seq) VALUES (?, ?)", rows)
+                results.append(seqs)
+            return results
 
-        return await self._call(insert)
+        def answer(done: asyncio.Future[list[list[int]]]) -> None:
+            error = done.exception()
+            for index, (_, _, future) in enumerate(batch):
+                if future.done():  # its caller gave up waiting; the events are stored anyway
+                    continue
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(done.result()[index])
+
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[list[list[int]]] = loop.create_future()
+        done.add_done_callback(answer)
+        self._jobs.put(_Job(insert, loop, done))
 
     async def read(self, endpoint: str, after: int, limit: int) -> list[tuple[int, Event]]:
         """Undelivered events of ``endpoint`` with seq > ``after``, in order, at most ``limit``."""
@@ -588,6 +638,16 @@ def _nothing(db: sqlite3.Connection) -> None:
     pass
 
 
+def _delete_deliveries(db: sqlite3.Connection, endpoint: str, seqs: Sequence[int]) -> None:
+    """Delete ``endpoint``'s delivery rows for ``seqs``, a bounded ``IN`` list at a time."""
+    for start in range(0, len(seqs), _IN_LIMIT):
+        chunk = seqs[start : start + _IN_LIMIT]
+        marks = ",".join("?" * len(chunk))
+        db.execute(
+            f"DELETE FROM deliveries WHERE endpoint = ? AND seq IN ({marks})", (endpoint, *chunk)
+        )
+
+
 def _store_error(path: Path, exc: BaseException) -> BaseException:
     if isinstance(exc, StoreError):
         return exc
@@ -596,10 +656,11 @@ def _store_error(path: Path, exc: BaseException) -> BaseException:
     return exc
 
 
-def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
+def _resolve_all(answers: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in answers:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)

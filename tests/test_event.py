@@ -555,8 +555,16 @@ def _check_round_trip(objects: list[dict[str, Any]]) -> None:
     # reused, not encoded again)
     stored = [Event._from_text(encode_event(event)) for event in events]
     assert stored == events
-    assert encode_envelope(stored) == encode_envelope(events)
+    assert decode_envelope(encode_envelope(stored)) == events
+    if all(encode_event(event).encode() == _utf8_text(event) for event in events):
+        # byte for byte, unless an event's lone surrogates kept it escaped in the store
+        assert encode_envelope(stored) == encode_envelope(events)
     assert encode_envelope([stored[0], events[-1]]) == encode_envelope([events[0], events[-1]])
+
+
+def _utf8_text(event: Event) -> bytes:
+    text = json.dumps(event.to_dict(), ensure_ascii=False, separators=(",", ":"))
+    return text.encode("utf-8", "replace")
 
 
 @settings(database=None, derandomize=True, max_examples=300)

@@ -47,6 +47,16 @@ async def test_append_read_confirm_in_order(store: SQLiteStore) -> None:
     assert await store.pending() == 12
 
 
+async def test_an_event_with_a_lone_surrogate_is_stored_and_read_back(store: SQLiteStore) -> None:
+    # "\ud800" is a valid JSON escape with no UTF-8 form: stored escaped, read back equal
+    (odd,) = rxsinks.decode_envelope('{"events":[{"id":"s1","actor":{"name":"\\ud800é"}}]}')
+    seqs = await store.append([odd, *events(1)], [["a"], ["a"]])
+    rows = await store.read("a", 0, 10)
+    assert [seq for seq, _ in rows] == seqs
+    assert rows[0][1] == odd
+    assert rxsinks.decode_envelope(rxsinks.encode_envelope([rows[0][1]])) == [odd]
+
+
 async def test_confirming_a_block_larger_than_one_in_list(store: SQLiteStore) -> None:
     seqs = await store.append(events(6_001), [["a"]] * 6_001)
     await store.confirm("a", seqs[:5_500])  # past the IN-list bound: row by row
@@ -273,6 +283,60 @@ async def test_durable_endpoint_resumes_after_restart_in_order(
         assert received == [e.id for e in batch + live]  # each once, in order
         assert again.metrics().pending == 0
         assert await store.pending("a") == 0
+    finally:
+        await store.close()
+
+
+async def test_durable_endpoint_waits_max_delay_to_fill_a_block(
+    tmp_path: Path,
+    aiohttp_server,  # type: ignore[no-untyped-def]
+) -> None:
+    # live events trickling in go out together, as the memory queue's batch operator does:
+    # a partial block waits up to batch_max_delay, a full one goes at once
+    posts: list[list[str]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        posts.append([e["id"] for e in (await request.json())["events"]])
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/hook", handler)
+    server = await aiohttp_server(app)
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        endpoint = rxsinks.Endpoint(
+            "a",
+            str(server.make_url("/hook")),
+            store=store,
+            batch_max_events=5,
+            batch_max_delay=2.0,
+        )
+        endpoint.start()
+        trickle = events(8, "t")
+        for event in trickle[:3]:  # three, a little apart: one partial block
+            (seq,) = await store.append([event], [["a"]])
+            endpoint.on_stored(seq, event)
+            await asyncio.sleep(0.02)
+        for _ in range(300):
+            if posts:
+                break
+            await asyncio.sleep(0.02)
+        assert posts == [[e.id for e in trickle[:3]]]
+        for seq, event in zip(
+            await store.append(trickle[3:], [["a"]] * 5), trickle[3:], strict=True
+        ):
+            endpoint.on_stored(seq, event)  # a full block: no wait
+        for _ in range(50):  # well within the 2 s a partial block would wait
+            if len(posts) == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert posts[1:] == [[e.id for e in trickle[3:]]]
+        last = events(1, "last")
+        (seq,) = await store.append(last, [["a"]])
+        endpoint.on_stored(seq, last[0])
+        report = await endpoint.aclose(timeout=30)  # closing sends the partial block
+        assert report.flushed and posts[2:] == [[last[0].id]]
     finally:
         await store.close()
 
