@@ -164,8 +164,10 @@ class _DurableLane(abc.ObserverBase[Stored]):
         self._disposed = False
         self._flush: FlushToken | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        # a partial block waiting for more live events: since when, and the timer that sends it
-        self._opened: float | None = None
+        # when live events arrived, (seq, loop time), oldest first, while batching waits for
+        # more: a partial block goes once its oldest event waited max_delay (an event this
+        # process did not see arrive, a backlog's, has waited long enough); and the timer
+        self._arrivals: deque[tuple[int, float]] = deque()
         self._send_timer: asyncio.TimerHandle | None = None
         self._spawn(self._start())
 
@@ -196,6 +198,10 @@ class _DurableLane(abc.ObserverBase[Stored]):
             self._count_in(1)
         if seq <= self._max_seen:
             return  # already read back from the store
+        owner = self._owner
+        if owner.max_delay > 0 and owner.block_size > 1 and len(self._arrivals) < owner.window:
+            # bounded like the window: past it, an outage's backlog goes in full blocks anyway
+            self._arrivals.append((seq, asyncio.get_running_loop().time()))
         if self._disk_after is None and len(self._memory) < self._owner.window:
             self._memory.append(value)
         elif self._disk_after is None:
@@ -258,7 +264,6 @@ class _DurableLane(abc.ObserverBase[Stored]):
             size = min(self._owner.block_size, len(self._memory))
             if size < self._owner.block_size and self._fill_later():
                 return
-            self._opened = None
             block: tuple[Event, ...]
             if size == 1:  # single events (the registry's way): no lists to build
                 seq, event = self._memory.popleft()
@@ -267,6 +272,9 @@ class _DurableLane(abc.ObserverBase[Stored]):
                 stored = [self._memory.popleft() for _ in range(size)]
                 self._inflight = tuple(seq for seq, _ in stored)
                 block = tuple(event for _, event in stored)
+                arrivals = self._arrivals
+                while arrivals and arrivals[0][0] <= stored[-1][0]:
+                    arrivals.popleft()  # on their way: no longer waiting
             self._owner.in_flight += 1
             self._in_emit = True
             try:
@@ -280,12 +288,14 @@ class _DurableLane(abc.ObserverBase[Stored]):
         delay = self._owner.max_delay
         if delay <= 0 or self._disk_after is not None or self._completed or self._disposed:
             return False  # no batching delay, a backlog to read, or closing: send now
+        arrivals, oldest = self._arrivals, self._memory[0][0]
+        while arrivals and arrivals[0][0] < oldest:
+            arrivals.popleft()  # sent already
+        if not arrivals or arrivals[0][0] != oldest:
+            return False  # the oldest was read back from the store: it has waited enough
         loop = asyncio.get_running_loop()
-        now = loop.time()
-        if self._opened is None:
-            self._opened = now
-        due = self._opened + delay
-        if now >= due:
+        due = arrivals[0][1] + delay
+        if loop.time() >= due:
             return False
         if self._send_timer is None:
             self._send_timer = loop.call_at(due, self._send_partial)

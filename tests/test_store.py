@@ -341,6 +341,43 @@ async def test_durable_endpoint_waits_max_delay_to_fill_a_block(
         await store.close()
 
 
+async def test_a_backlog_from_before_the_start_does_not_wait_for_more(
+    tmp_path: Path,
+    aiohttp_server,  # type: ignore[no-untyped-def]
+) -> None:
+    # events this process did not see arrive have waited long enough: no batching delay
+    posts: list[list[str]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        posts.append([e["id"] for e in (await request.json())["events"]])
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/hook", handler)
+    server = await aiohttp_server(app)
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        backlog = events(3, "old")
+        await store.append(backlog, [["a"]] * 3)
+        endpoint = rxsinks.Endpoint(
+            "a",
+            str(server.make_url("/hook")),
+            store=store,
+            batch_max_events=10,
+            batch_max_delay=30.0,
+        )
+        endpoint.start()
+        for _ in range(250):  # far less than the 30 s a waiting block would take
+            if posts:
+                break
+            await asyncio.sleep(0.02)
+        assert posts == [[e.id for e in backlog]]
+        assert (await endpoint.aclose(timeout=30)).flushed
+    finally:
+        await store.close()
+
+
 async def test_durable_endpoint_dead_letters_into_the_store(
     tmp_path: Path,
     aiohttp_server,  # type: ignore[no-untyped-def]
