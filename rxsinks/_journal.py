@@ -26,6 +26,7 @@ same store (the CLI beside a running relay) works on SQLite alone.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import mmap
 import os
@@ -79,11 +80,15 @@ class ConfirmJournal:
                 fresh = magic != _MAGIC or size != _HEADER_SIZE + stored_capacity * _RECORD.size
                 if not fresh:
                     capacity = stored_capacity
+            size = _HEADER_SIZE + capacity * _RECORD.size
             if fresh:
                 os.ftruncate(fd, 0)
-                os.ftruncate(fd, _HEADER_SIZE + capacity * _RECORD.size)
+                os.ftruncate(fd, size)
                 os.pwrite(fd, _HEADER.pack(_MAGIC, capacity, 0, 0), 0)
-            self._map = mmap.mmap(fd, _HEADER_SIZE + capacity * _RECORD.size)
+            # every block on disk now: a write to a hole of a shared mapping on a full disk is
+            # a SIGBUS, where this is an OSError (ENOSPC) and the store goes on without journal
+            _allocate(fd, size, fresh)
+            self._map = mmap.mmap(fd, size)
         except BaseException:
             os.close(fd)
             raise
@@ -172,3 +177,13 @@ class ConfirmJournal:
         if zlib.crc32(_KEY.pack(number, seq, endpoint)) != crc:
             return None
         return endpoint, seq
+
+
+def _allocate(fd: int, size: int, fresh: bool) -> None:
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise
+        if fresh:  # a file system without fallocate: write the zeros (an older file was)
+            os.pwrite(fd, bytes(size - _HEADER_SIZE), _HEADER_SIZE)

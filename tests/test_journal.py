@@ -46,6 +46,16 @@ def test_a_fresh_file_holds_nothing(tmp_path: Path) -> None:
     assert journal.unapplied() == (0, []) and journal.room == 8
 
 
+def test_every_block_of_the_file_is_allocated_up_front(tmp_path: Path) -> None:
+    # a write into a hole of a shared mapping on a full disk kills the process (SIGBUS): the
+    # journal's blocks are allocated when it opens, where a full disk is a plain OSError
+    path = tmp_path / "j"
+    ConfirmJournal(path, 4096).close()
+    size = _HEADER_SIZE + 4096 * _RECORD.size
+    assert path.stat().st_size == size
+    assert path.stat().st_blocks * 512 >= size
+
+
 def test_records_wrap_around_and_stale_slots_of_an_earlier_lap_do_not_count(
     tmp_path: Path,
 ) -> None:

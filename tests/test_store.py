@@ -165,6 +165,24 @@ async def test_journal_confirms_of_a_killed_process_are_applied_at_the_next_open
         await again.close()
 
 
+async def test_without_a_journal_confirms_commit_one_by_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "s.db-confirms").mkdir()  # the journal cannot be created
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        assert "no confirm journal" in caplog.text
+        seqs = await store.append(events(2), [["a"]] * 2)
+        for _ in range(20):
+            assert not store.confirm_now("a", seqs[:1])
+            await asyncio.sleep(0.01)
+        await store.confirm("a", seqs[:1])
+        assert [seq for seq, _ in await store.read("a", 0, 10)] == seqs[1:]
+    finally:
+        await store.close()
+
+
 async def test_a_second_process_on_the_store_works_without_the_journal(tmp_path: Path) -> None:
     first = SQLiteStore(tmp_path / "s.db")
     await first.open()
