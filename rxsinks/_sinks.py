@@ -78,7 +78,15 @@ class CallbackSink(abc.ObserverBase[_T], Generic[_T]):
             self._failed(handoff, exc)
             return False
         if result is not None and inspect.isawaitable(result):
-            task = asyncio.ensure_future(result)
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                # nothing would ever run it: say so rather than drop the item silently
+                if inspect.iscoroutine(result):
+                    result.close()
+                self._failed(handoff, _no_loop(self._fn))
+                return False
+            task = asyncio.ensure_future(result, loop=loop)
             self._tasks[task] = weight_of(value)
             task.add_done_callback(lambda done: self._task_done(done, handoff))
             return False
@@ -123,6 +131,14 @@ class CallbackSink(abc.ObserverBase[_T], Generic[_T]):
         finally:
             if token is not None:
                 token.done()
+
+
+def _no_loop(fn: Callable[..., Any]) -> RuntimeError:
+    name = getattr(fn, "__qualname__", repr(fn))
+    return RuntimeError(
+        f"{name}() returned an awaitable outside a running asyncio event loop, so nothing "
+        "would run it; deliver on the loop's thread, or give a plain function"
+    )
 
 
 class CollectingSink(abc.ObserverBase[_T], Generic[_T]):

@@ -55,6 +55,24 @@ def test_without_an_offer_errors_are_logged_not_raised(caplog: pytest.LogCapture
     assert any("logged" in record.getMessage() for record in caplog.records)
 
 
+def test_a_coroutine_function_outside_a_loop_is_a_clear_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # nothing would ever run the coroutine: the item fails, never vanishes
+    async def deliver(_: int) -> None:
+        raise AssertionError("never runs")
+
+    sink: CallbackSink[int] = CallbackSink(deliver)
+    settled = Settled()
+    emit(sink, 1, settled)
+    (error,) = settled.calls
+    assert isinstance(error, RuntimeError)
+    assert "deliver() returned an awaitable outside a running asyncio event loop" in str(error)
+    with caplog.at_level(logging.ERROR, logger="rxsinks.sinks"):
+        sink.on_next(2)  # no offer: logged
+    assert "outside a running asyncio event loop" in caplog.text
+
+
 async def test_a_coroutine_function_is_awaited_before_the_item_counts_as_delivered() -> None:
     gate = asyncio.Event()
     seen: list[int] = []
