@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ._checkpoint import Checkpointer
 from ._event import Event, encode_event
 from ._exceptions import RxSinksError
 from ._journal import ConfirmJournal, JournalBusy
@@ -72,6 +73,8 @@ _IN_LIMIT = 5_000
 # confirm journal records wait at most this long before the store thread applies them (the
 # database's own counts, compaction and other processes catch up within it)
 _APPLY_DELAY = 0.2
+# commit batches between two checkpoints at the least (a commit adds a few pages to the log)
+_CHECKPOINT_EVERY = 200
 
 
 class StoreError(RxSinksError):
@@ -157,6 +160,8 @@ class SQLiteStore:
         # the confirm journal (see _journal) and the endpoint ids its records use; the ids are
         # written by the store thread, the journal is appended to by the event loop's thread
         self._journal: ConfirmJournal | None = None
+        self._checkpointer: Checkpointer | None = None
+        self._batches = 0
         self._endpoint_ids: dict[str, int] = {}
         self._endpoint_names: dict[int, str] = {}
         self._registering: set[str] = set()
@@ -221,7 +226,17 @@ class SQLiteStore:
         self._journal = self._open_journal()
         # what a killed process confirmed and had not applied: before anything reads the queues
         self._apply_journal(db)
+        self._checkpointer = self._start_checkpointer(db)
         return db
+
+    def _start_checkpointer(self, db: sqlite3.Connection) -> Checkpointer | None:
+        try:
+            checkpointer = Checkpointer(self.path)
+        except sqlite3.Error as exc:
+            log.warning("store %s: checkpoints stay in the commits (%s)", self.path, exc)
+            return None
+        db.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's work from now on
+        return checkpointer
 
     def _open_journal(self) -> ConfirmJournal | None:
         journal_path = Path(f"{self.path}-confirms")
@@ -285,9 +300,15 @@ class SQLiteStore:
                 # job sees them (a read of the queues, a count, a compaction)
                 self._apply_journal(db)
                 self._execute(db, [i for i in batch if i is not None and i.fn is not _nothing])
+                self._batches += 1
+                if self._checkpointer is not None and self._batches % _CHECKPOINT_EVERY == 0:
+                    self._checkpointer.poke()  # a busy store: do not wait for the interval
                 if stop:
                     return
         finally:
+            if self._checkpointer is not None:
+                self._checkpointer.stop()
+                self._checkpointer = None
             journal, self._journal = self._journal, None
             if journal is not None:
                 journal.close()

@@ -183,6 +183,30 @@ async def test_without_a_journal_confirms_commit_one_by_one(
         await store.close()
 
 
+async def test_the_log_is_checkpointed_into_the_database_off_the_commit_path(
+    tmp_path: Path,
+) -> None:
+    # commits no longer checkpoint (that stalled the requests queued behind them); a thread
+    # of the store's does, so the database file takes the data while the relay runs
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        empty = path.stat().st_size
+        for chunk in range(20):
+            await store.append(events(100, f"c{chunk}-"), [["a"]] * 100)
+        for _ in range(250):
+            if path.stat().st_size > empty + 200_000:
+                break
+            await asyncio.sleep(0.02)
+        assert path.stat().st_size > empty + 200_000  # 2,000 events are in the file itself
+        assert await store.pending("a") == 2_000
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 2_000
+
+
 async def test_a_second_process_on_the_store_works_without_the_journal(tmp_path: Path) -> None:
     first = SQLiteStore(tmp_path / "s.db")
     await first.open()
