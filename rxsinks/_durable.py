@@ -36,6 +36,10 @@ __all__ = ["DurableQueue", "QueueStore", "Store"]
 
 log = logging.getLogger("rxsinks.durable")
 
+# seconds a blocking read of a shared store (Redis) waits for another process's next event
+# before the queue looks again (for dead letters replayed elsewhere, among others)
+_TAIL_WAIT = 1.0
+
 Stored = tuple[int, Event]
 
 
@@ -157,6 +161,7 @@ class _DurableLane(abc.ObserverBase[Stored]):
             owner.store, "confirm_now", None
         )
         self._sleeper: asyncio.Task[Any] | None = None
+        self._tailing: asyncio.Task[Any] | None = None  # a blocking read of new events
         self._inflight: tuple[int, ...] | None = None
         self._in_emit = False
         self._completed = False
@@ -229,9 +234,12 @@ class _DurableLane(abc.ObserverBase[Stored]):
         self._skip = set(self._inflight or ())
         self._disk_after = 0
         self._generation += 1
+        if self._tailing is not None and not self._tailing.done():
+            self._tailing.cancel()  # read from the start instead
         self._wake()
 
     def _wake(self) -> None:
+        # (a blocking read is not interrupted: the new event is in the store, it returns it)
         if self._sleeper is not None and not self._sleeper.done():
             self._sleeper.cancel()
         if self._inflight is None:
@@ -337,10 +345,36 @@ class _DurableLane(abc.ObserverBase[Stored]):
                     self._refilling = False
                     self.rescan()
                     return
-                # other processes append too: look again in a while (or when woken)
-                await self._sleep(owner.poll_interval)
+                # other processes append too: wait for their next event (or look again later)
+                fresh = await self._tail(last)
+                if fresh and generation == self._generation:
+                    self._memory.extend(row for row in fresh if row[0] not in self._skip)
+                    self._max_seen = max(self._max_seen, fresh[-1][0])
+                    self._disk_after = fresh[-1][0]
         self._refilling = False
         self._drain()
+
+    async def _tail(self, after: int) -> list[Stored]:
+        """New events after ``after``, as soon as one is stored (``[]`` after a while)."""
+        owner = self._owner
+        tail = getattr(owner.store, "tail", None)
+        if tail is None:
+            await self._sleep(owner.poll_interval or 0.0)
+            return []
+        self._tailing = asyncio.ensure_future(tail(owner.endpoint, after, owner.window, _TAIL_WAIT))
+        try:
+            rows: list[Stored] = await self._tailing
+            return rows
+        except asyncio.CancelledError:
+            if self._disposed:
+                raise
+            return []  # a rescan: it reads from the start
+        except Exception as exc:
+            log.warning("%s: waiting for new events failed, polling: %s", owner.endpoint, exc)
+            await self._sleep(owner.poll_interval or 0.0)
+            return []
+        finally:
+            self._tailing = None
 
     async def _replayed_elsewhere(self) -> bool:
         """Whether another process replayed dead letters into this endpoint's queue."""

@@ -419,6 +419,40 @@ async def test_a_replay_by_another_process_reaches_the_running_holder(
         await other_store.close()
 
 
+async def test_the_holder_learns_of_another_instance_s_events_without_polling(
+    redis_url: str,
+    aiohttp_server: object,
+) -> None:
+    # the queue waits on a blocking read of its stream: an event another instance stores
+    # arrives long before the next poll (30 s here) would have found it
+    received: list[str] = []
+    up = asyncio.Event()
+    up.set()
+    server = await hook_server(aiohttp_server, up, received)
+    holder_store, other_store = RedisStore(redis_url), RedisStore(redis_url)
+    await holder_store.open()
+    await other_store.open()
+    try:
+        endpoint = rxsinks.Endpoint(
+            "a", str(server.make_url("/hook")), store=holder_store, poll_interval=30.0
+        )
+        endpoint.start()
+        await asyncio.sleep(0.3)  # the queue has read its (empty) backlog and waits
+        batch = events(3)
+        for event in batch:
+            await other_store.append([event], [["a"]])
+            await asyncio.sleep(0.05)
+        for _ in range(500):  # 10 s at most, a third of one poll
+            if len(received) == 3:
+                break
+            await asyncio.sleep(0.02)
+        assert received == [e.id for e in batch]
+        assert (await endpoint.aclose(timeout=10)).flushed
+    finally:
+        await holder_store.close()
+        await other_store.close()
+
+
 async def test_keys_follow_the_documented_layout(store: RedisStore, redis_url: str) -> None:
     seqs = await store.append(events(2), [["a"], ["a"]])
     await store.dead_letter("a", seqs[:1], "x", 1)
