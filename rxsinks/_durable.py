@@ -82,8 +82,9 @@ class DurableQueue:
         on_ingress: called with the number of events accepted (live or read back at start).
         on_egress: called with the number of events whose attempt is over.
         attempts: tells how many attempts the last dead-lettered block took (for the record).
-        poll_interval: when several processes append to the store (Redis), also look for new
-            events every this many seconds instead of trusting live notifications alone.
+        poll_interval: set when several processes append to the store (Redis): new events are
+            read from the store, never taken from live notifications alone, with a blocking
+            read when the store has one (``tail``), else every this many seconds.
         max_delay: seconds a partial block may wait for more live events before it goes (the
             batch operator's ``max_delay``); 0 sends what is there as soon as the endpoint is
             ready.

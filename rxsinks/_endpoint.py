@@ -81,6 +81,10 @@ class Endpoint(abc.ObserverBase[Event]):
         store: a durable store (SQLite, Redis): the endpoint's queue lives there, with at most
             ``store_window`` events in memory; it is fed with :meth:`on_stored` after the store
             committed the events (the relay does this), and resumes its backlog at start.
+        store_window: events of the durable backlog kept in memory.
+        poll_interval: set when other processes append to ``store`` too (Redis): the queue
+            then reads every event from the store (see :class:`~rxsinks._durable.DurableQueue`).
+        scheduler: the clock for waits (tests); by default the running event loop.
         webhook_options: further :class:`WebhookSink` keywords: ``content_type``,
             ``secret_headers``, ``ca_file``, ``cert_file``, ``key_file``, ``verify_tls``,
             ``redirects``, ``permanent_statuses``, ``retry_after_cap``.

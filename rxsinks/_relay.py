@@ -70,7 +70,8 @@ _OVERFLOWS: dict[str, Overflow] = {
 # accept(), which never blocks on delivery, so this is only reached by clients sending slowly
 _HANDLER_SHUTDOWN = 2.0
 
-# how often a Redis-backed endpoint looks for events that other instances accepted
+# a Redis-backed endpoint reads new events as they are stored (a blocking read) and falls
+# back to looking this often when that read fails
 _POLL_INTERVAL = 0.1
 # how often the store drops what every endpoint has delivered
 _COMPACT_EVERY = 30.0
@@ -153,7 +154,8 @@ def endpoint_from_config(
         scheduler: the clock for waits (tests); by default the running event loop.
         store: the durable store its queue lives in (``None``: in memory).
         store_window: events of its backlog kept in memory.
-        poll_interval: look for events other relay instances stored this often (Redis).
+        poll_interval: when other relay instances store events too (Redis), the seconds between
+            looks for them if the store cannot wait for them with a blocking read.
 
     Raises:
         ValueError, TypeError, OSError, ssl.SSLError: the endpoint cannot be built (a header
