@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -329,12 +330,9 @@ async def test_durable_endpoint_resumes_after_restart_in_order(
         await store.close()
 
 
-async def test_durable_endpoint_waits_max_delay_to_fill_a_block(
-    tmp_path: Path,
-    aiohttp_server,  # type: ignore[no-untyped-def]
-) -> None:
-    # live events trickling in go out together, as the memory queue's batch operator does:
-    # a partial block waits up to batch_max_delay, a full one goes at once
+@pytest.fixture
+async def posting_hook(aiohttp_server) -> tuple[str, list[list[str]]]:  # type: ignore[no-untyped-def]
+    """A receiver that answers 200 and records the event ids of each POST."""
     posts: list[list[str]] = []
 
     async def handler(request: web.Request) -> web.Response:
@@ -344,35 +342,40 @@ async def test_durable_endpoint_waits_max_delay_to_fill_a_block(
     app = web.Application()
     app.router.add_post("/hook", handler)
     server = await aiohttp_server(app)
+    return str(server.make_url("/hook")), posts
+
+
+async def within(seconds: float, check: Callable[[], bool]) -> None:
+    """Wait until ``check()`` holds, ``seconds`` at most (then the caller's assert tells)."""
+    for _ in range(int(seconds / 0.02)):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+
+
+async def test_durable_endpoint_waits_max_delay_to_fill_a_block(
+    tmp_path: Path, posting_hook: tuple[str, list[list[str]]]
+) -> None:
+    # live events trickling in go out together, as the memory queue's batch operator does:
+    # a partial block waits up to batch_max_delay, a full one goes at once
+    url, posts = posting_hook
     store = SQLiteStore(tmp_path / "s.db")
     await store.open()
     try:
-        endpoint = rxsinks.Endpoint(
-            "a",
-            str(server.make_url("/hook")),
-            store=store,
-            batch_max_events=5,
-            batch_max_delay=2.0,
-        )
+        endpoint = rxsinks.Endpoint("a", url, store=store, batch_max_events=5, batch_max_delay=2.0)
         endpoint.start()
         trickle = events(8, "t")
         for event in trickle[:3]:  # three, a little apart: one partial block
             (seq,) = await store.append([event], [["a"]])
             endpoint.on_stored(seq, event)
             await asyncio.sleep(0.02)
-        for _ in range(300):
-            if posts:
-                break
-            await asyncio.sleep(0.02)
+        await within(6, lambda: bool(posts))
         assert posts == [[e.id for e in trickle[:3]]]
         for seq, event in zip(
             await store.append(trickle[3:], [["a"]] * 5), trickle[3:], strict=True
         ):
             endpoint.on_stored(seq, event)  # a full block: no wait
-        for _ in range(50):  # well within the 2 s a partial block would wait
-            if len(posts) == 2:
-                break
-            await asyncio.sleep(0.02)
+        await within(1, lambda: len(posts) == 2)  # well within the 2 s a partial block waits
         assert posts[1:] == [[e.id for e in trickle[3:]]]
         last = events(1, "last")
         (seq,) = await store.append(last, [["a"]])
@@ -384,36 +387,20 @@ async def test_durable_endpoint_waits_max_delay_to_fill_a_block(
 
 
 async def test_a_backlog_from_before_the_start_does_not_wait_for_more(
-    tmp_path: Path,
-    aiohttp_server,  # type: ignore[no-untyped-def]
+    tmp_path: Path, posting_hook: tuple[str, list[list[str]]]
 ) -> None:
     # events this process did not see arrive have waited long enough: no batching delay
-    posts: list[list[str]] = []
-
-    async def handler(request: web.Request) -> web.Response:
-        posts.append([e["id"] for e in (await request.json())["events"]])
-        return web.Response(status=200)
-
-    app = web.Application()
-    app.router.add_post("/hook", handler)
-    server = await aiohttp_server(app)
+    url, posts = posting_hook
     store = SQLiteStore(tmp_path / "s.db")
     await store.open()
     try:
         backlog = events(3, "old")
         await store.append(backlog, [["a"]] * 3)
         endpoint = rxsinks.Endpoint(
-            "a",
-            str(server.make_url("/hook")),
-            store=store,
-            batch_max_events=10,
-            batch_max_delay=30.0,
+            "a", url, store=store, batch_max_events=10, batch_max_delay=30.0
         )
         endpoint.start()
-        for _ in range(250):  # far less than the 30 s a waiting block would take
-            if posts:
-                break
-            await asyncio.sleep(0.02)
+        await within(5, lambda: bool(posts))  # far less than the 30 s a waiting block takes
         assert posts == [[e.id for e in backlog]]
         assert (await endpoint.aclose(timeout=30)).flushed
     finally:
