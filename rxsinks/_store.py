@@ -491,24 +491,14 @@ class SQLiteStore:
 
     async def confirm(self, endpoint: str, seqs: Sequence[int]) -> None:
         """The receiver confirmed these events: never deliver them to ``endpoint`` again."""
-        if len(seqs) > _IN_LIMIT:  # past SQLite's bound on parameters: one row at a time
-            rows = [(endpoint, seq) for seq in seqs]
-
-            def delete_rows(db: sqlite3.Connection) -> None:
-                db.executemany("DELETE FROM deliveries WHERE endpoint = ? AND seq = ?", rows)
-
-            await self._call(delete_rows)
-            return
-        # one statement (so, alone in a batch, its own transaction): a confirm follows every
-        # delivered block, and each extra statement is another wait for the GIL in this thread
-        marks = ",".join("?" * len(seqs))
-        query = f"DELETE FROM deliveries WHERE endpoint = ? AND seq IN ({marks})"
-        args = (endpoint, *seqs)
+        seqs = list(seqs)
 
         def delete(db: sqlite3.Connection) -> None:
-            db.execute(query, args)
+            _delete_deliveries(db, endpoint, seqs)
 
-        await self._call(delete, single_statement=True)
+        # up to the IN-list bound that is one statement (so, alone in a batch, its own
+        # transaction): each extra statement is another wait for the GIL in this thread
+        await self._call(delete, single_statement=len(seqs) <= _IN_LIMIT)
 
     def confirm_now(self, endpoint: str, seqs: Sequence[int]) -> bool:
         """Like :meth:`confirm`, done before returning: the confirm goes into the journal.

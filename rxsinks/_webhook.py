@@ -576,6 +576,10 @@ class WebhookSink(abc.ObserverBase[Sequence[Event]]):
             )
         return self._shared.session
 
+    def _shown(self, url: URL) -> str:
+        """``url`` as logs and errors show it (the endpoint's own is worked out once)."""
+        return self._display_url if url is self._url else _display(url)
+
     def _request_headers(self, events: Sequence[Event], body: bytes) -> CIMultiDict[str]:
         if self._key is None:
             return self._headers
@@ -605,7 +609,7 @@ class WebhookSink(abc.ObserverBase[Sequence[Event]]):
         started = time.perf_counter()
         answer = await self._exchange(session, body, headers, events)
         duration = time.perf_counter() - started
-        url = self._display_url if answer.url is self._url else _display(answer.url)
+        url = self._shown(answer.url)
         if isinstance(answer, _NoAnswer):
             attempt = Attempt(len(events), None, "", answer.error, duration, url)
             logger.debug("webhook %s: %s", self._name, answer.error)
@@ -732,7 +736,7 @@ class WebhookSink(abc.ObserverBase[Sequence[Event]]):
             return _NoAnswer(target, error)
 
     def _status_error(self, answer: _Answer, events: tuple[Event, ...]) -> DeliveryError:
-        url = self._display_url if answer.url is self._url else _display(answer.url)
+        url = self._shown(answer.url)
         text = f"{answer.status} {answer.reason}".rstrip()
         error: DeliveryError
         if answer.status == 410:
