@@ -3,12 +3,15 @@
 Both sides do the same work per endpoint: drop ignored events (pulls), buffer the rest in a FIFO
 that decouples the producer, and hand each event to a counting sink through a retry step
 (try/except with a breaker check) on the event loop. rxsinks runs
-``EventSubject -> ignore -> queue -> retry_with_breaker -> CallbackSink``; the baseline runs one
-``asyncio.Queue`` and one worker task per endpoint. Both run in the same process, one after the
+``EventSubject -> ignore -> deliver(count, retry=retry_with_breaker())`` with every outcome
+emitted to a subscriber; the baseline runs one ``asyncio.Queue`` and one worker task per
+endpoint. Both run in the same process, one after the
 other, several rounds, best round kept (the machine is shared and noisy: compare the ratio).
 
 Last line: one JSON object with ``rxsinks_events_per_s``, ``baseline_events_per_s`` and ``ratio``
-(rxsinks / baseline, 10-endpoint case), plus the 1-endpoint figures.
+(rxsinks / baseline, 10-endpoint case; the outcome streams subscribed without an ``on_next``,
+so the stages build no outcome), ``ratio_outcomes`` (the same with every outcome delivered to a
+counting ``on_next``), plus the 1-endpoint figures.
 
 Usage: ``python benchmarks/inprocess.py [--events N] [--rounds R]``
 """
@@ -42,25 +45,31 @@ def make_events(count: int) -> list[Event]:
     ]
 
 
-async def run_rxsinks(events: list[Event], endpoints: int) -> tuple[float, int]:
+async def run_rxsinks(
+    events: list[Event], endpoints: int, *, outcomes: bool = False
+) -> tuple[float, int]:
     subject = rxsinks.EventSubject()
     delivered = [0]
+    seen = [0]
 
     def count(_: object) -> None:
         delivered[0] += 1
 
+    def see(_: object) -> None:
+        seen[0] += 1
+
     for _ in range(endpoints):
         subject.pipe(
             rxsinks.ignore(actions=IGNORED_ACTIONS),
-            rxsinks.queue(),
-            rxsinks.retry_with_breaker(),
-        ).subscribe(rxsinks.CallbackSink(count))
+            rxsinks.deliver(count, retry=rxsinks.retry_with_breaker()),
+        ).subscribe(see if outcomes else None)
     start = time.perf_counter()
     for event in events:
         subject.on_next(event)
     report = await subject.aclose()
     elapsed = time.perf_counter() - start
     assert report.flushed
+    assert seen[0] == (delivered[0] if outcomes else 0)
     return elapsed, delivered[0]
 
 
@@ -105,7 +114,7 @@ async def run_baseline(events: list[Event], endpoints: int) -> tuple[float, int]
 
 async def measure(events: list[Event], endpoints: int, rounds: int) -> dict[str, float]:
     expected = sum(1 for e in events if e.action not in IGNORED_ACTIONS) * endpoints
-    best_rx = best_base = float("inf")
+    best_rx = best_base = best_out = float("inf")
     for _ in range(rounds):
         # alternate the order so neither side always runs on a warmer (or hotter) machine
         elapsed, delivered = await run_baseline(events, endpoints)
@@ -114,11 +123,16 @@ async def measure(events: list[Event], endpoints: int, rounds: int) -> dict[str,
         elapsed, delivered = await run_rxsinks(events, endpoints)
         assert delivered == expected, (delivered, expected)
         best_rx = min(best_rx, elapsed)
+        elapsed, delivered = await run_rxsinks(events, endpoints, outcomes=True)
+        assert delivered == expected, (delivered, expected)
+        best_out = min(best_out, elapsed)
     return {
         "rxsinks_events_per_s": len(events) / best_rx,
         "baseline_events_per_s": len(events) / best_base,
         "rxsinks_deliveries_per_s": expected / best_rx,
         "ratio": best_base / best_rx,
+        "rxsinks_outcomes_events_per_s": len(events) / best_out,
+        "ratio_outcomes": best_base / best_out,
     }
 
 
@@ -145,6 +159,8 @@ async def main() -> None:
         "rxsinks_events_per_s": round(ten["rxsinks_events_per_s"]),
         "baseline_events_per_s": round(ten["baseline_events_per_s"]),
         "ratio": round(ten["ratio"], 3),
+        "rxsinks_outcomes_events_per_s": round(ten["rxsinks_outcomes_events_per_s"]),
+        "ratio_outcomes": round(ten["ratio_outcomes"], 3),
         "rxsinks_deliveries_per_s_10": round(ten["rxsinks_deliveries_per_s"]),
         "rxsinks_events_per_s_1": round(one["rxsinks_events_per_s"]),
         "baseline_events_per_s_1": round(one["baseline_events_per_s"]),

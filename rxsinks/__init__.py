@@ -1,8 +1,10 @@
 """rxsinks: webhook delivery from an event stream.
 
 The Docker registry's notification sinks (broadcast -> ignore -> queue -> circuit-breaking retry
--> HTTP) as RxPY operators over an event subject, ending in observer sinks that deliver
-webhooks with aiohttp; retry policies are tenacity objects.
+-> HTTP) as RxPY operators over an event subject: a delivery stage (``deliver``) buffers, hands
+each block to a sink (any function: it returns, raises, or returns an awaitable or an
+observable) and retries through the registry's breaker and tenacity policies; webhooks go out
+with aiohttp.
 
     >>> import rxsinks
     >>> subject = rxsinks.EventSubject()                                  # doctest: +SKIP
@@ -19,6 +21,7 @@ from ._batch import batch
 from ._breaker import Breaker, BreakerState
 from ._broadcast import Broadcast, broadcast
 from ._config import ConfigErrors, RelayConfig, load_config, parse_config
+from ._deliver import Deliver, deliver
 from ._durable import DurableQueue
 from ._endpoint import Endpoint
 from ._event import (
@@ -52,7 +55,7 @@ from ._metrics import EndpointMetrics, MetricsSnapshot
 from ._outcome import DeadLetter, Outcome, OutcomeKind
 from ._queue import Queue, queue
 from ._relay import Relay
-from ._retry import retry_with_breaker
+from ._retry import RetryWithBreaker, retry_with_breaker
 from ._sinks import CallbackSink, CollectingSink
 from ._store import DeadLetterRecord, SQLiteStore, StoreError
 from ._subject import CloseReport, EventSubject
@@ -95,6 +98,7 @@ __all__ = [
     "ConfigErrors",
     "DeadLetter",
     "DeadLetterRecord",
+    "Deliver",
     "DeliveryError",
     "DurableQueue",
     "Endpoint",
@@ -115,6 +119,7 @@ __all__ = [
     "Relay",
     "RelayConfig",
     "Request",
+    "RetryWithBreaker",
     "RxSinksError",
     "SQLiteStore",
     "SinkClosedError",
@@ -127,6 +132,7 @@ __all__ = [
     "broadcast",
     "decode_envelope",
     "decode_ndjson",
+    "deliver",
     "encode_envelope",
     "filter_events",
     "ignore",

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, SerialDisposable
 
-from ._flow import isolated
-from ._queue import default_scheduler
+from ._scheduling import default_scheduler
 
 __all__ = ["batch"]
 
@@ -30,11 +30,12 @@ def batch(
     completion or error, the partial block is emitted first, so nothing is lost. With the
     defaults every item is its own block: the registry's one event per POST.
 
-    Place it before :func:`queue`, so the queue buffers whole blocks and each delivery carries
-    one block.
+    Place it before :func:`~rxsinks.deliver`, so each delivery carries one block. The timer
+    runs on the scheduler (outside a running loop, rxsinks' scheduler thread): ``on_next`` never
+    waits for it.
 
     Example:
-        >>> events.pipe(batch(100, 0.2), queue(), retry_with_breaker())  # doctest: +SKIP
+        >>> events.pipe(batch(100, 0.2), deliver(post))  # doctest: +SKIP
 
     Marble diagram (``max_events=2``, ``max_delay`` = 4 ticks)::
 
@@ -73,6 +74,9 @@ def batch(
             block: list[_T] = []
             generation = 0
             timer = SerialDisposable()
+            # the timer may fire on another thread than the producer's (outside a loop): the
+            # lock keeps the block whole and the emissions in order
+            lock = threading.RLock()
 
             def flush() -> None:
                 nonlocal block, generation
@@ -81,28 +85,30 @@ def batch(
                 out, block = tuple(block), []
                 generation += 1
                 timer.disposable = None
-                # the block is a new item: no stage below may hold an offer made for one event
-                with isolated():
-                    observer.on_next(out)
+                observer.on_next(out)
 
             def on_timer(_: abc.SchedulerBase, expected: Any) -> None:
-                if expected == generation:
-                    flush()
+                with lock:
+                    if expected == generation:
+                        flush()
 
             def on_next(item: _T) -> None:
-                block.append(item)
-                if len(block) >= max_events:
-                    flush()
-                elif len(block) == 1 and delay is not None:
-                    timer.disposable = clock.schedule_relative(delay, on_timer, generation)
+                with lock:
+                    block.append(item)
+                    if len(block) >= max_events:
+                        flush()
+                    elif len(block) == 1 and delay is not None:
+                        timer.disposable = clock.schedule_relative(delay, on_timer, generation)
 
             def on_error(error: Exception) -> None:
-                flush()
-                observer.on_error(error)
+                with lock:
+                    flush()
+                    observer.on_error(error)
 
             def on_completed() -> None:
-                flush()
-                observer.on_completed()
+                with lock:
+                    flush()
+                    observer.on_completed()
 
             upstream = source.subscribe(on_next, on_error, on_completed, scheduler=scheduler_)
             return CompositeDisposable(upstream, timer)
@@ -113,8 +119,7 @@ def batch(
 
 
 def _singles(source: Observable[_T]) -> Observable[tuple[_T, ...]]:
-    # one item per block: no timer, no buffer, the cheapest path (the registry's default). The
-    # block stands for exactly one item, so an offer made for the item may be held for the block.
+    # one item per block: no timer, no buffer, the cheapest path (the registry's default)
     def subscribe(
         observer: abc.ObserverBase[tuple[_T, ...]], scheduler_: abc.SchedulerBase | None = None
     ) -> abc.DisposableBase:

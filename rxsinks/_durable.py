@@ -1,20 +1,22 @@
-"""The queue with a durable store behind it: the backlog lives on disk, a window in memory.
+"""A delivery stage's buffer kept in a durable store: the backlog on disk, a window in memory.
 
-:class:`DurableQueue` is the :class:`~rxsinks.Queue` operator with a store plugged in: it takes
-``(seq, event)`` pairs that the store already committed, and hands blocks of up to
-``block_size`` events downstream one at a time, exactly as the memory queue does (the stage
-below settles each block). Memory stays bounded however long the endpoint is down: at most
-``window`` events are kept in memory; past that, only the fact that more are on disk is, and the
-window is refilled from the store (in seq order) as it drains. A block's events are confirmed in
-the store after the receiver accepted them. A store with ``confirm_now`` (SQLite: its confirm
+:class:`DurableQueue` is what :func:`~rxsinks.deliver` takes as ``queue=`` to keep its buffer in
+a store (SQLite, Redis): the stage is the same, only its buffer differs. It takes
+``(seq, event)`` pairs that the store already committed, and gives the stage blocks of up to
+``block_size`` events, one at a time. Memory stays bounded however long the endpoint is down: at
+most ``window`` events are kept in memory; past that, only the fact that more are on disk is, and
+the window is refilled from the store (in seq order) as it drains. A block's events are confirmed
+in the store after the receiver accepted them. A store with ``confirm_now`` (SQLite: its confirm
 journal) notes the confirm before the next block goes, so a crash can only repeat the block in
 flight. With another store (Redis) the commit overlaps the next block's request, but never more
 than one confirm is outstanding, so a crash can only repeat the block in flight and the one
 delivered just before it. A block given up on (dead-lettered) is moved to the store's dead
-letters. At start, the endpoint's undelivered backlog is read back from the store first.
+letters; a block in flight when the stage closes stays in the store, and goes after the restart.
+At start, the endpoint's undelivered backlog is read back from the store first.
 
-Blocks are formed from what is available when the endpoint is ready (up to ``block_size``), so
-a backlog after an outage goes out in full blocks.
+Blocks are formed from what is available when the stage is ready (up to ``block_size``), so a
+backlog after an outage goes out in full blocks; a partial block of live events waits up to
+``max_delay`` for more, as :func:`~rxsinks.batch` would.
 """
 
 from __future__ import annotations
@@ -22,15 +24,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Protocol
-
-from reactivex import Observable, abc
-from reactivex.disposable import CompositeDisposable, Disposable
 
 from ._event import Event
 from ._exceptions import SinkClosedError
-from ._flow import FlushToken, direct_emitter, flush_scope, join_flush
 
 __all__ = ["DurableQueue", "QueueStore", "Store"]
 
@@ -41,6 +39,7 @@ log = logging.getLogger("rxsinks.durable")
 _TAIL_WAIT = 1.0
 
 Stored = tuple[int, Event]
+Block = tuple[Event, ...]
 
 
 class QueueStore(Protocol):
@@ -72,7 +71,7 @@ class Store(QueueStore, Protocol):
 
 
 class DurableQueue:
-    """The queue operator over a store; see the module docstring.
+    """A delivery stage's buffer in a store; see the module docstring.
 
     Args:
         store: the store holding the endpoint's deliveries.
@@ -80,13 +79,12 @@ class DurableQueue:
         block_size: the most events per block.
         window: the most events kept in memory.
         on_ingress: called with the number of events accepted (live or read back at start).
-        on_egress: called with the number of events whose attempt is over.
-        attempts: tells how many attempts the last dead-lettered block took (for the record).
+        on_egress: called with the number of events whose delivery is over.
         poll_interval: set when several processes append to the store (Redis): new events are
             read from the store, never taken from live notifications alone, with a blocking
             read when the store has one (``tail``), else every this many seconds.
         max_delay: seconds a partial block may wait for more live events before it goes (the
-            batch operator's ``max_delay``); 0 sends what is there as soon as the endpoint is
+            batch operator's ``max_delay``); 0 sends what is there as soon as the stage is
             ready.
     """
 
@@ -99,7 +97,6 @@ class DurableQueue:
         window: int = 1024,
         on_ingress: Callable[[int], None] | None = None,
         on_egress: Callable[[int], None] | None = None,
-        attempts: Callable[[], int] = lambda: 0,
         poll_interval: float | None = None,
         max_delay: float = 0.0,
     ) -> None:
@@ -111,40 +108,45 @@ class DurableQueue:
         self.window = window
         self.on_ingress = on_ingress
         self.on_egress = on_egress
-        self.attempts = attempts
         self.poll_interval = poll_interval
         self.max_delay = max_delay
-        self.lanes: list[_DurableLane] = []
+        self.backlogs: list[_DurableBacklog] = []
         self.pending = 0
         self.dropped = 0  # a durable queue never drops
-        self.in_flight = 0
         self.failures = 0  # store writes that failed (the events stay queued on disk)
+
+    @property
+    def in_flight(self) -> int:
+        """Blocks handed to the sink and not yet through."""
+        return sum(backlog.in_flight for backlog in self.backlogs)
 
     def rescan(self) -> None:
         """Re-read the backlog from the store (after dead letters were replayed into it)."""
-        for lane in self.lanes:
-            lane.rescan()
+        for backlog in self.backlogs:
+            backlog.rescan()
 
-    def __call__(self, source: Observable[Stored]) -> Observable[tuple[Event, ...]]:
-        def subscribe(
-            observer: abc.ObserverBase[tuple[Event, ...]],
-            scheduler_: abc.SchedulerBase | None = None,
-        ) -> abc.DisposableBase:
-            lane = _DurableLane(self, observer)
-            self.lanes.append(lane)
-            upstream = source.subscribe(lane, scheduler=scheduler_)
-            return CompositeDisposable(upstream, Disposable(lane.dispose))
+    def backlog(
+        self, key: Callable[[Any], Hashable] | None, concurrency: int
+    ) -> _DurableBacklog:
+        """One delivery stage subscription's buffer (see :class:`~rxsinks._deliver.Backlog`)."""
+        if concurrency != 1:
+            raise ValueError(
+                "a durable queue delivers one block at a time (concurrency=1): the store "
+                "confirms blocks in order"
+            )
+        backlog = _DurableBacklog(self)
+        self.backlogs.append(backlog)
+        return backlog
 
-        return Observable(subscribe)
 
+class _DurableBacklog:
+    """One stage subscription's window on the store (runs on the stage's event loop)."""
 
-class _DurableLane(abc.ObserverBase[Stored]):
-    __rxsinks_stage__ = True
+    durable = True
 
-    def __init__(self, owner: DurableQueue, observer: abc.ObserverBase[tuple[Event, ...]]) -> None:
+    def __init__(self, owner: DurableQueue) -> None:
         self._owner = owner
-        self._observer = observer
-        self._emit = direct_emitter(observer)
+        self._wake: Callable[[], None] = _nothing
         self._memory: deque[Stored] = deque()
         # everything the store holds for us with seq > _disk_after is not (yet) in memory;
         # None when memory holds the whole backlog
@@ -164,69 +166,131 @@ class _DurableLane(abc.ObserverBase[Stored]):
         self._sleeper: asyncio.Task[Any] | None = None
         self._tailing: asyncio.Task[Any] | None = None  # a blocking read of new events
         self._inflight: tuple[int, ...] | None = None
-        self._in_emit = False
-        self._completed = False
-        self._finished = False
+        self._released = True  # the block in flight is through (confirm noted or recorded)
+        self._closed = False
         self._disposed = False
-        self._flush: FlushToken | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         # when live events arrived, (seq, loop time), oldest first, while batching waits for
         # more: a partial block goes once its oldest event waited max_delay (an event this
         # process did not see arrive, a backlog's, has waited long enough); and the timer
         self._arrivals: deque[tuple[int, float]] = deque()
         self._send_timer: asyncio.TimerHandle | None = None
+
+    # -- the Backlog protocol ------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return 0 if self._inflight is None else 1
+
+    @property
+    def pending(self) -> int:
+        return self._owner.pending
+
+    @property
+    def idle(self) -> bool:
+        return (
+            self._inflight is None
+            and not self._memory
+            and (self._disk_after is None or self._owner.poll_interval is not None)
+            and self._confirming is None
+            and self._horizon is not None
+        )
+
+    def start(self, wake: Callable[[], None]) -> None:
+        self._wake = wake
         self._spawn(self._start())
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _start(self) -> None:
-        count, horizon = await self._owner.store.backlog(self._owner.endpoint)
-        self._horizon = horizon
-        self._count_in(count + sum(1 for seq in self._early if seq > horizon))
-        self._early.clear()
-        self._drain()
-
-    def _count_in(self, events: int) -> None:
-        self._owner.pending += events
-        if self._owner.on_ingress is not None and events:
-            self._owner.on_ingress(events)
-
-    # -- upstream ------------------------------------------------------------------------------
-
-    def on_next(self, value: Stored) -> None:
+    def put(self, value: Stored) -> None:
         seq = value[0]
         if self._horizon is None:
             self._early.append(seq)
         elif seq > self._horizon:
             self._count_in(1)
         if seq <= self._max_seen:
-            return  # already read back from the store
+            return None  # already read back from the store
         owner = self._owner
         if owner.max_delay > 0 and owner.block_size > 1 and len(self._arrivals) < owner.window:
             # bounded like the window: past it, an outage's backlog goes in full blocks anyway
             self._arrivals.append((seq, asyncio.get_running_loop().time()))
-        if self._disk_after is None and len(self._memory) < self._owner.window:
+        if self._disk_after is None and len(self._memory) < owner.window:
             self._memory.append(value)
         elif self._disk_after is None:
             # the window is full: from here on the backlog stays on disk only
             self._disk_after = self._memory[-1][0] if self._memory else self._max_seen
         self._max_seen = seq
-        self._wake()
+        if self._sleeper is not None and not self._sleeper.done():
+            self._sleeper.cancel()  # (a blocking read is not interrupted: it returns the event)
+        return None
 
-    def on_error(self, error: Exception) -> None:
-        self.on_completed()
+    def take(self) -> Block | None:
+        if self._disposed or self._inflight is not None:
+            return None
+        if not self._memory:
+            if self._disk_after is not None and not self._refilling and self._horizon is not None:
+                self._refilling = True
+                self._spawn(self._refill(self._disk_after))
+            return None
+        size = min(self._owner.block_size, len(self._memory))
+        if size < self._owner.block_size and self._fill_later():
+            return None
+        block: Block
+        if size == 1:  # single events (the registry's way): no lists to build
+            seq, event = self._memory.popleft()
+            self._inflight, block = (seq,), (event,)
+        else:
+            stored = [self._memory.popleft() for _ in range(size)]
+            self._inflight = tuple(seq for seq, _ in stored)
+            block = tuple(event for _, event in stored)
+            arrivals = self._arrivals
+            while arrivals and arrivals[0][0] <= stored[-1][0]:
+                arrivals.popleft()  # on their way: no longer waiting
+        self._released = False
+        return block
 
-    def on_completed(self) -> None:
-        if self._completed:
+    def done(self, block: Block, error: BaseException | None, attempts: int) -> None:
+        seqs = self._inflight or ()
+        if isinstance(error, SinkClosedError):
+            # closing: the block stays in the store and goes after the restart
+            self._release(seqs)
             return
-        self._completed = True
-        self._flush = join_flush(lambda: self._owner.pending)
-        if self._inflight is None:
-            self._drain()  # a partial block waiting for more events goes now
-        self._maybe_finish()
+        if error is not None:
+            self._spawn(self._record(seqs, error, attempts))
+            return
+        # Delivered. With a journal (SQLite), the confirm is noted before the next block goes:
+        # a crash can only repeat the block in flight.
+        previous = self._confirming
+        hold_back = previous is not None and not previous.done()
+        confirm_now = self._confirm_now
+        if not hold_back and confirm_now is not None and confirm_now(self._owner.endpoint, seqs):
+            self._release(seqs)
+            return
+        # Otherwise it commits while the next block goes out (one commit round trip per block
+        # would halve single-event throughput), but never more than one confirm is outstanding:
+        # a crash can only repeat the block in flight and the one whose confirm had not
+        # committed yet.
+        task = asyncio.ensure_future(self._confirm(seqs, previous if hold_back else None))
+        self._tasks.add(task)
+        task.add_done_callback(self._confirmed)
+        self._confirming = task
+        if not hold_back:
+            self._release(seqs)
+
+    def close(self) -> None:
+        self._closed = True
+
+    def abandon(self) -> list[Block]:
+        # nothing is lost: every event is still in the store, and goes after the restart
+        self._cancel_timer()
+        return []
+
+    def dispose(self) -> None:
+        self._disposed = True
+        self._cancel_timer()
+        self._owner.backlogs = [b for b in self._owner.backlogs if b is not self]
+        for task in list(self._tasks):
+            task.cancel()
+
+    # -- the rest ------------------------------------------------------------------------------
 
     def rescan(self) -> None:
         # replayed deliveries have old seqs: read everything again from the start, skipping
@@ -237,65 +301,36 @@ class _DurableLane(abc.ObserverBase[Stored]):
         self._generation += 1
         if self._tailing is not None and not self._tailing.done():
             self._tailing.cancel()  # read from the start instead
-        self._wake()
-
-    def _wake(self) -> None:
-        # (a blocking read is not interrupted: the new event is in the store, it returns it)
         if self._sleeper is not None and not self._sleeper.done():
             self._sleeper.cancel()
-        if self._inflight is None:
-            self._drain()
+        self._wake()
 
-    def dispose(self) -> None:
-        self._disposed = True
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _cancel_timer(self) -> None:
         if self._send_timer is not None:
             self._send_timer.cancel()
             self._send_timer = None
-        self._owner.lanes = [lane for lane in self._owner.lanes if lane is not self]
-        for task in list(self._tasks):
-            task.cancel()
-        if self._flush is not None:
-            self._flush.done()
-            self._flush = None
 
-    # -- downstream ----------------------------------------------------------------------------
+    async def _start(self) -> None:
+        count, horizon = await self._owner.store.backlog(self._owner.endpoint)
+        self._horizon = horizon
+        self._count_in(count + sum(1 for seq in self._early if seq > horizon))
+        self._early.clear()
+        self._wake()
 
-    def _drain(self) -> None:
-        while not self._disposed and self._inflight is None:
-            if not self._memory:
-                if self._disk_after is not None:
-                    if not self._refilling and self._horizon is not None:
-                        self._refilling = True
-                        self._spawn(self._refill(self._disk_after))
-                else:
-                    self._maybe_finish()
-                return
-            size = min(self._owner.block_size, len(self._memory))
-            if size < self._owner.block_size and self._fill_later():
-                return
-            block: tuple[Event, ...]
-            if size == 1:  # single events (the registry's way): no lists to build
-                seq, event = self._memory.popleft()
-                self._inflight, block = (seq,), (event,)
-            else:
-                stored = [self._memory.popleft() for _ in range(size)]
-                self._inflight = tuple(seq for seq, _ in stored)
-                block = tuple(event for _, event in stored)
-                arrivals = self._arrivals
-                while arrivals and arrivals[0][0] <= stored[-1][0]:
-                    arrivals.popleft()  # on their way: no longer waiting
-            self._owner.in_flight += 1
-            self._in_emit = True
-            try:
-                if self._emit(block, self._settled):
-                    self._settled(None)  # done at once: no callback comes (see _flow)
-            finally:
-                self._in_emit = False
+    def _count_in(self, events: int) -> None:
+        self._owner.pending += events
+        if self._owner.on_ingress is not None and events:
+            self._owner.on_ingress(events)
 
     def _fill_later(self) -> bool:
         """Whether a partial block should wait for more live events (and a timer is set)."""
         delay = self._owner.max_delay
-        if delay <= 0 or self._disk_after is not None or self._completed or self._disposed:
+        if delay <= 0 or self._disk_after is not None or self._closed or self._disposed:
             return False  # no batching delay, a backlog to read, or closing: send now
         arrivals, oldest = self._arrivals, self._memory[0][0]
         while arrivals and arrivals[0][0] < oldest:
@@ -312,8 +347,7 @@ class _DurableLane(abc.ObserverBase[Stored]):
 
     def _send_partial(self) -> None:
         self._send_timer = None
-        if self._inflight is None:
-            self._drain()
+        self._wake()
 
     async def _refill(self, after: int) -> None:
         owner = self._owner
@@ -324,11 +358,11 @@ class _DurableLane(abc.ObserverBase[Stored]):
             log.error("%s: reading the backlog failed, retrying: %s", owner.endpoint, exc)
             await self._sleep(1.0)
             self._refilling = False
-            self._drain()
+            self._wake()
             return
         if generation != self._generation:  # a rescan started over meanwhile
             self._refilling = False
-            self._drain()
+            self._wake()
             return
         last = rows[-1][0] if rows else after
         if self._skip:
@@ -353,7 +387,7 @@ class _DurableLane(abc.ObserverBase[Stored]):
                     self._max_seen = max(self._max_seen, fresh[-1][0])
                     self._disk_after = fresh[-1][0]
         self._refilling = False
-        self._drain()
+        self._wake()
 
     async def _tail(self, after: int) -> list[Stored]:
         """New events after ``after``, as soon as one is stored (``[]`` after a while)."""
@@ -399,49 +433,27 @@ class _DurableLane(abc.ObserverBase[Stored]):
         finally:
             self._sleeper = None
 
-    def _settled(self, error: BaseException | None) -> None:
-        seqs = self._inflight or ()
-        if isinstance(error, SinkClosedError):
-            # closing: the block stays in the store and goes after the restart
-            self._release(seqs, None)
-            return
-        if error is not None:
-            self._spawn(self._record(seqs, error))
-            return
-        # Delivered. With a journal (SQLite), the confirm is noted before the next block goes:
-        # a crash can only repeat the block in flight.
-        previous = self._confirming
-        hold_back = previous is not None and not previous.done()
-        confirm_now = self._confirm_now
-        if not hold_back and confirm_now is not None and confirm_now(self._owner.endpoint, seqs):
-            self._release(seqs, None)
-            return
-        # Otherwise it commits while the next block goes out (one commit round trip per block
-        # would halve single-event throughput), but never more than one confirm is outstanding:
-        # a crash can only repeat the block in flight and the one whose confirm had not
-        # committed yet.
-        task = asyncio.ensure_future(self._confirm(seqs, previous if hold_back else None))
-        self._tasks.add(task)
-        task.add_done_callback(self._confirmed)
-        self._confirming = task
-        if not hold_back:
-            self._release(seqs, None)
-
     async def _confirm(self, seqs: tuple[int, ...], previous: asyncio.Task[Any] | None) -> None:
         if previous is not None:
             await asyncio.wait([previous])  # commits stay in order; its errors are its own
             # the previous block is committed: the next may go while this one commits
-            self._release(seqs, None)
-        await self._record(seqs, None, release=False)
+            self._release(seqs)
+            self._wake()
+        await self._record(seqs, None, 0, release=False)
 
     def _confirmed(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if self._confirming is task:
             self._confirming = None
-            self._maybe_finish()
+            self._wake()  # the stage may have finished waiting for this commit
 
     async def _record(
-        self, seqs: tuple[int, ...], error: BaseException | None, *, release: bool = True
+        self,
+        seqs: tuple[int, ...],
+        error: BaseException | None,
+        attempts: int,
+        *,
+        release: bool = True,
     ) -> None:
         owner = self._owner
         while not self._disposed:
@@ -450,7 +462,7 @@ class _DurableLane(abc.ObserverBase[Stored]):
                     await owner.store.confirm(owner.endpoint, seqs)
                 else:
                     await owner.store.dead_letter(
-                        owner.endpoint, seqs, str(error) or type(error).__name__, owner.attempts()
+                        owner.endpoint, seqs, str(error) or type(error).__name__, attempts
                     )
                 break
             except Exception as exc:
@@ -460,31 +472,19 @@ class _DurableLane(abc.ObserverBase[Stored]):
                 log.error("%s: store write failed, retrying: %s", owner.endpoint, exc)
                 await asyncio.sleep(0.5)
         if release:
-            self._release(seqs, error)
+            self._release(seqs)
+            self._wake()
 
-    def _release(self, seqs: tuple[int, ...], error: BaseException | None) -> None:
+    def _release(self, seqs: tuple[int, ...]) -> None:
+        if self._released:
+            return
+        self._released = True
         owner = self._owner
         self._inflight = None
-        owner.in_flight -= 1
         owner.pending -= len(seqs)
         if owner.on_egress is not None:
             owner.on_egress(len(seqs))
-        if not self._in_emit:
-            self._drain()
 
-    def _maybe_finish(self) -> None:
-        if (
-            not self._completed
-            or self._finished
-            or self._inflight is not None
-            or self._memory
-            or (self._disk_after is not None and self._owner.poll_interval is None)
-            or self._confirming is not None
-        ):
-            return
-        self._finished = True
-        token, self._flush = self._flush, None
-        with flush_scope(token):
-            self._observer.on_completed()
-        if token is not None:
-            token.done()
+
+def _nothing() -> None:
+    pass

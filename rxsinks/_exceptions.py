@@ -123,7 +123,24 @@ class PermanentDeliveryError(DeliveryError):
 
 
 class EndpointDisabledError(PermanentDeliveryError):
-    """The endpoint is disabled (it answered ``410 Gone``, or it was disabled by hand)."""
+    """The endpoint is disabled (it answered ``410 Gone``, or it was disabled by hand).
+
+    Attributes:
+        answered: whether this attempt got the answer that disabled it (``False`` for the
+            blocks failed afterwards without a request).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        endpoint: str = "",
+        events: Sequence[Any] = (),
+        answered: bool = True,
+    ) -> None:
+        super().__init__(message, status=status, endpoint=endpoint, events=events)
+        self.answered = answered
 
 
 class ConfigError(RxSinksError):

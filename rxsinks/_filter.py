@@ -33,10 +33,10 @@ A pattern with an empty segment (``"a//b"``, ``"a/"``), an unterminated ``[``, o
 to other characters (``"team**"``) is refused when the filter is built.
 
 The operators :func:`ignore`, :func:`match` and :func:`filter_events` put a filter in a
-pipeline. They are ``reactivex.operators.filter`` underneath, so completion and errors pass
-through unchanged (the registry's filter swallowed ``Close``, and filtered endpoints were never
-flushed on shutdown), and dropped events are never seen by the stages below: a queue after the
-filter neither buffers nor counts them.
+pipeline. They behave as ``reactivex.operators.filter`` with the filter as predicate: completion
+and errors pass through unchanged (the registry's filter swallowed ``Close``, and filtered
+endpoints were never flushed on shutdown), and dropped events are never seen by the stages below:
+a delivery stage after the filter neither buffers nor counts them.
 
 A raising ``predicate`` does not end the stream: one malformed event must not stop an endpoint's
 deliveries for good. The exception is logged at ``ERROR`` on the ``rxsinks.filter`` logger, with
@@ -55,7 +55,7 @@ from typing import Any
 from reactivex import Observable, abc
 
 from ._event import Event
-from ._flow import SettleCallback, direct_emitter, direct_on_next
+from ._deliver import direct_on_next
 
 __all__ = ["EventFilter", "filter_events", "ignore", "match"]
 
@@ -431,7 +431,7 @@ def filter_events(event_filter: EventFilter) -> Callable[[Observable[Event]], Ob
     Completion and errors pass through unchanged. A filter's raising predicate drops that event
     (logged on ``rxsinks.filter``) and the stream goes on.
 
-    ::
+    Marble diagram (``b`` is a pull)::
 
         --a--b--c--|
         [ filter_events(EventFilter(ignore_actions={"pull"})) ]
@@ -498,33 +498,19 @@ def _verdict_for(keep: EventFilter) -> _Verdict | None:
 
 
 class _FilterStage(abc.ObserverBase[Event]):
-    """``reactivex.operators.filter`` for events, as an rxsinks stage: the filter sits on the
-    hottest path of every endpoint (once per event and endpoint), so it calls the stage below
-    directly and passes handoffs through (a dropped event is settled at once)."""
-
-    __rxsinks_stage__ = True
+    """``reactivex.operators.filter`` for events, written out: the filter sits on the hottest
+    path of every endpoint (once per event and endpoint), so equal pure filters share their
+    verdict, and a delivery stage below is called directly."""
 
     def __init__(self, keep: EventFilter, observer: abc.ObserverBase[Event]) -> None:
         self._keep = keep
         self._verdict = _verdict_for(keep)
         self._observer = observer
         self._next = direct_on_next(observer)
-        self._emit = direct_emitter(observer)
-
-    def _passes(self, value: Event) -> bool:
-        verdict = self._verdict
-        if verdict is None:
-            return self._keep(value)
-        last, kept = verdict.last
-        if last is not value:
-            kept = self._keep(value)
-            verdict.last = (value, kept)
-        return kept
 
     def on_next(self, value: Event) -> None:
         verdict = self._verdict
         if verdict is not None:
-            # _passes() inlined: this runs once per event and endpoint
             last, kept = verdict.last
             if last is not value:
                 kept = self._keep(value)
@@ -533,11 +519,6 @@ class _FilterStage(abc.ObserverBase[Event]):
             kept = self._keep(value)
         if kept:
             self._next(value)
-
-    def accept(self, value: Event, on_settled: SettleCallback) -> bool:
-        if self._passes(value):
-            return self._emit(value, on_settled)
-        return True  # dropped: done with, successfully
 
     def on_error(self, error: Exception) -> None:
         self._observer.on_error(error)
@@ -556,7 +537,7 @@ def ignore(
     action-only filter works (unlike the registry before its fix #4729). Completion and errors
     pass through.
 
-    ::
+    Marble diagram (``b`` is a pull)::
 
         --a--b--c--|
         [ ignore(actions={"pull"}) ]
@@ -600,7 +581,7 @@ def match(
     ``rxsinks.filter`` with the event id, and the stream goes on. Completion and errors pass
     through.
 
-    ::
+    Marble diagram (``a`` is outside ``library/``)::
 
         --a--b--c--|
         [ match(repositories=["library/*"]) ]

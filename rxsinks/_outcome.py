@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["DeadLetter", "Outcome", "OutcomeKind"]
 
@@ -29,9 +29,11 @@ class OutcomeKind(enum.StrEnum):
     """The endpoint disabled itself (it answered 410 Gone)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """One entry of an outcome stream.
+class Outcome(NamedTuple):
+    """One entry of an outcome stream: an immutable record.
+
+    (A named tuple rather than a frozen dataclass: a delivery stage makes one per block on its
+    hottest path, and a named tuple costs a third as much to build.)
 
     Attributes:
         kind: what happened.

@@ -1,17 +1,23 @@
-"""Observer sinks for the end of a pipeline: a callback sink and a collecting sink."""
+"""Observers that end a pipeline: a function as an observer, and a collecting observer.
+
+Delivery with a buffer, retries and outcomes is :func:`~rxsinks.deliver`'s job; these are for
+the plain end of a pipeline: :class:`CallbackSink` calls a function (plain or ``async``) with
+each item and lets the subject know when the last call finished; :class:`CollectingSink` keeps
+everything, for notebooks and tests (and is a sink for :func:`~rxsinks.deliver` too).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from reactivex import abc
+from reactivex import Observable, abc
+from reactivex.subject import AsyncSubject
 
 from ._exceptions import SINK_CLOSED
-from ._flow import FlushToken, SettleCallback, hold, join_flush
 from ._queue import weight_of
 
 __all__ = ["CallbackSink", "CollectingSink"]
@@ -22,135 +28,167 @@ _T = TypeVar("_T")
 
 
 class CallbackSink(abc.ObserverBase[_T], Generic[_T]):
-    """Ends a pipeline in a function, plain or ``async``.
+    """Ends a pipeline in a function, plain or ``async``: the observer form of a sink.
 
-    The function's outcome is the delivery's outcome: a stage above that retries (for example
-    :func:`~rxsinks.retry_with_breaker`) sees an exception as a failed attempt, and a coroutine
-    function is awaited before the item counts as delivered. Without such a stage, errors are
-    logged, never raised into the producer. Completion waits for running coroutines (and joins
-    the closing subject's flush), then calls ``on_completed``, if given.
+    ``fn`` follows the sink contract of :func:`~rxsinks.deliver`: it returns, raises, or returns
+    an awaitable or an observable, which is awaited (subscribed) on the running loop. Items are
+    not buffered nor retried: each call starts at once, and a failure is logged at WARNING with
+    the item's size (use :func:`~rxsinks.deliver` for a buffer, retries and outcomes).
+
+    Completion waits for every call still running, then calls ``on_completed`` once; an
+    upstream error waits the same way, then calls ``on_error`` (or logs it at ERROR).
+    :attr:`drained` completes after that, which is what
+    :meth:`~rxsinks.EventSubject.aclose` waits for.
 
     Example:
-        >>> async def post(block):
-        ...     await client.post(url, json=[e.to_dict() for e in block])
-        >>> events.pipe(batch(50, 0.5), queue(), retry_with_breaker()).subscribe(CallbackSink(post))
-        ... # doctest: +SKIP
+        >>> async def post(event):
+        ...     await client.post(url, json=event.to_dict())
+        >>> subject.pipe(ops.filter(wanted)).subscribe(CallbackSink(post))  # doctest: +SKIP
 
     Args:
-        fn: called with each item; may return an awaitable.
-        on_completed: called once when the stream ends, after the last item finished.
+        fn: called with each item.
+        on_completed: called once when the stream ended and the last call finished.
+        on_error: called with the upstream error once the last call finished.
     """
-
-    __rxsinks_stage__ = True
 
     def __init__(
         self,
-        fn: Callable[[_T], Awaitable[Any] | Any],
+        fn: Callable[[_T], object],
         *,
         on_completed: Callable[[], Any] | None = None,
+        on_error: Callable[[Exception], Any] | None = None,
     ) -> None:
         if not callable(fn):
-            raise TypeError(f"CallbackSink needs a callable, got {fn!r}")
+            raise TypeError(f"CallbackSink needs a callable, got {type(fn).__name__}")
+        for name, callback in (("on_completed", on_completed), ("on_error", on_error)):
+            if callback is not None and not callable(callback):
+                raise TypeError(f"{name} must be callable, got {type(callback).__name__}")
         self._fn = fn
         self._on_completed = on_completed
-        # running deliveries -> how many events each carries (close reports count events)
-        self._tasks: dict[asyncio.Task[Any], int] = {}
-        self._completed = False
-        self._flush: FlushToken | None = None
+        self._on_error = on_error
+        # running calls -> how many events each carries (close reports count events)
+        self._running: dict[int, int] = {}
+        self._stopped = False
+        self._error: Exception | None = None
+        self._ended = False
+        self._drained: AsyncSubject[None] = AsyncSubject()
+
+    def __repr__(self) -> str:
+        return f"CallbackSink({getattr(self._fn, '__qualname__', self._fn)!r})"
+
+    @property
+    def drained(self) -> Observable[None]:
+        """Completes once the stream ended and every call finished."""
+        return self._drained
+
+    @property
+    def pending(self) -> int:
+        """Events in calls still running."""
+        return sum(self._running.values())
 
     def on_next(self, value: _T) -> None:
-        handoff = hold()
-        if handoff is None and self._completed:
+        if self._stopped:
             raise SINK_CLOSED
-        settle = None if handoff is None else handoff.settle
-        if self.accept(value, settle) and handoff is not None:
-            handoff.settle(None)
-
-    def accept(self, value: _T, handoff: SettleCallback | None) -> bool:
-        """Deliver ``value``: True when done at once, else ``handoff`` is settled (``_flow``)."""
-        if self._completed:
-            if handoff is not None:
-                handoff(SINK_CLOSED)
-            return False
         try:
             result = self._fn(value)
         except Exception as exc:
-            self._failed(handoff, exc)
-            return False
-        if result is not None and inspect.isawaitable(result):
+            self._failed(value, exc)
+            return
+        if result is None:
+            return
+        if isinstance(result, Observable):
+            token = object()
+            self._running[id(token)] = weight_of(value)
+            result.subscribe(
+                on_error=lambda exc: self._finished(token, value, exc),
+                on_completed=lambda: self._finished(token, value, None),
+            )
+            return
+        if inspect.isawaitable(result):
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
-                # nothing would ever run it: say so rather than drop the item silently
                 if inspect.iscoroutine(result):
                     result.close()
-                self._failed(handoff, _no_loop(self._fn))
-                return False
-            task = asyncio.ensure_future(result, loop=loop)
-            self._tasks[task] = weight_of(value)
-            task.add_done_callback(lambda done: self._task_done(done, handoff))
-            return False
-        return True
+                self._failed(value, _no_loop(self._fn))
+                return
+            future = asyncio.ensure_future(result, loop=loop)
+            self._running[id(future)] = weight_of(value)
+            future.add_done_callback(lambda done: self._task_done(done, value))
 
-    def _task_done(self, task: asyncio.Task[Any], handoff: SettleCallback | None) -> None:
-        self._tasks.pop(task, None)
-        error = None if task.cancelled() else task.exception()
-        if task.cancelled():
-            error = asyncio.CancelledError()
-        if error is None:
-            if handoff is not None:
-                handoff(None)
+    def _task_done(self, future: asyncio.Future[Any], value: _T) -> None:
+        error: BaseException | None
+        if future.cancelled():
+            error = asyncio.CancelledError("the call was cancelled")
         else:
-            self._failed(handoff, error)
-        if self._completed and not self._tasks:
-            self._finish()
+            error = future.exception()
+        self._finished(future, value, error)
 
-    def _failed(self, handoff: SettleCallback | None, error: BaseException) -> None:
-        if handoff is not None:
-            handoff(error)
-        else:
-            log.error("callback sink %r failed: %s", self._fn, error)
+    def _finished(self, token: object, value: _T, error: BaseException | None) -> None:
+        self._running.pop(id(token), None)
+        if error is not None:
+            self._failed(value, error)
+        if self._stopped and not self._running:
+            self._end()
+
+    def _failed(self, value: _T, error: BaseException) -> None:
+        log.warning(
+            "callback sink %s failed on an item of %d event(s): %s",
+            getattr(self._fn, "__qualname__", self._fn),
+            weight_of(value),
+            error,
+        )
 
     def on_error(self, error: Exception) -> None:
-        log.error("callback sink %r: stream failed: %s", self._fn, error)
-        self.on_completed()
+        if self._stopped:
+            return
+        self._stopped = True
+        self._error = error
+        if not self._running:
+            self._end()
 
     def on_completed(self) -> None:
-        if self._completed:
+        if self._stopped:
             return
-        self._completed = True
-        self._flush = join_flush(lambda: sum(self._tasks.values()))
-        if not self._tasks:
-            self._finish()
+        self._stopped = True
+        if not self._running:
+            self._end()
 
-    def _finish(self) -> None:
-        token, self._flush = self._flush, None
+    def _end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
         try:
-            if self._on_completed is not None:
+            if self._error is not None:
+                if self._on_error is not None:
+                    self._on_error(self._error)
+                else:
+                    log.error("callback sink %r: the stream failed: %s", self, self._error)
+            elif self._on_completed is not None:
                 self._on_completed()
         finally:
-            if token is not None:
-                token.done()
+            self._drained.on_completed()
 
 
 def _no_loop(fn: Callable[..., Any]) -> RuntimeError:
     name = getattr(fn, "__qualname__", repr(fn))
     return RuntimeError(
         f"{name}() returned an awaitable outside a running asyncio event loop, so nothing "
-        "would run it; deliver on the loop's thread, or give a plain function"
+        "would run it; subscribe on the loop's thread, or give a plain function"
     )
 
 
 class CollectingSink(abc.ObserverBase[_T], Generic[_T]):
     """Collects everything it receives: for notebooks, tests and exploration.
 
+    It is an observer (``outcomes.subscribe(CollectingSink())``) and a sink for
+    :func:`~rxsinks.deliver` (calling it appends, and always succeeds).
+
     Attributes:
         items: what arrived, in order (blocks stay blocks; see :attr:`flat`).
         error: the error the stream ended with, if any.
         completed: whether the stream ended.
     """
-
-    __rxsinks_stage__ = True
 
     def __init__(self) -> None:
         self.items: list[_T] = []
@@ -160,6 +198,12 @@ class CollectingSink(abc.ObserverBase[_T], Generic[_T]):
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def __call__(self, value: _T) -> None:
+        """Append ``value`` (the sink form)."""
+        self.items.append(value)
+        if self._waiters:
+            self._wake()
 
     @property
     def flat(self) -> list[Any]:
@@ -176,7 +220,8 @@ class CollectingSink(abc.ObserverBase[_T], Generic[_T]):
         if self.completed:
             raise SINK_CLOSED
         self.items.append(value)
-        self._wake()
+        if self._waiters:
+            self._wake()
 
     def on_error(self, error: Exception) -> None:
         self.error = error
@@ -188,15 +233,13 @@ class CollectingSink(abc.ObserverBase[_T], Generic[_T]):
         self._wake()
 
     def _wake(self) -> None:
-        if not self._waiters:
-            return
         count = len(self.items)
         still = []
         for wanted, waiter in self._waiters:
             if waiter.done():
                 continue
             if count >= wanted or self.completed:
-                waiter.set_result(None)
+                waiter.get_loop().call_soon_threadsafe(_resolve, waiter)
             else:
                 still.append((wanted, waiter))
         self._waiters = still
@@ -221,3 +264,8 @@ class CollectingSink(abc.ObserverBase[_T], Generic[_T]):
     async def wait_completed(self, timeout: float | None = 10.0) -> list[_T]:
         """Wait until the stream ended; returns the items."""
         return await self.wait_for(2**62, timeout) if not self.completed else self.items
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -8,12 +8,9 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from reactivex import abc
-
 from ._broadcast import Broadcast, Member
 from ._event import Event
-from ._exceptions import SINK_CLOSED
-from ._flow import FlushGroup
+from ._exceptions import SINK_CLOSED, SinkClosedError
 
 __all__ = ["CloseReport", "EventSubject"]
 
@@ -25,9 +22,11 @@ class CloseReport:
     """What :meth:`EventSubject.aclose` found.
 
     Attributes:
-        flushed: every pipeline delivered (or dead-lettered) everything before the deadline.
-        remaining: events still buffered or in flight in pipelines that had not flushed.
-        stages: how many pipeline stages were still flushing.
+        flushed: every subscription finished (delivered or dead-lettered everything) before the
+            deadline.
+        remaining: events still held by subscribers that had not finished and say how many
+            they hold (an :class:`~rxsinks.Endpoint` does).
+        stages: how many subscriptions had not finished.
     """
 
     flushed: bool
@@ -40,16 +39,22 @@ class EventSubject(Broadcast[Event]):
 
     Write with :meth:`on_next` (or :meth:`write`) from the event loop, from any coroutine, or from
     any other thread: writes from other threads are handed to the loop with
-    ``call_soon_threadsafe``, so nothing is lost and each producer's writes keep their order
-    (trap 4). Subscribers are isolated from each other and from the producer (see
-    :class:`Broadcast`).
+    ``call_soon_threadsafe``, so nothing is lost and each producer's writes keep their order.
+    A write made while an event is being handed out (a subscriber writing back, re-entrantly)
+    is queued and handed to every subscriber after it, in order; it never deadlocks, with a loop
+    or without one. Subscribers are isolated from each other and from the producer, and every
+    ``subscribe`` is a subscription of its own (see :class:`~rxsinks.Broadcast`).
 
-    :meth:`aclose` completes the stream and returns once every subscribed pipeline has flushed
-    (each endpoint delivered or dead-lettered what it had queued), or when its deadline passes,
-    with a :class:`CloseReport` of what was left. A write after close raises
-    :class:`~rxsinks.SinkClosedError`; closing twice is harmless.
+    :meth:`aclose` completes the stream and returns once every subscription has *finished*: a
+    pipeline built with ``subject.pipe(...)`` once the observer at its end received completion
+    (so a delivery stage has delivered or given up everything, whatever operators sit in
+    between), an observer subscribed directly once its ``on_completed`` returned and, if it has
+    a ``drained`` observable (an :class:`~rxsinks.Endpoint`, a :class:`~rxsinks.CallbackSink`),
+    once that completed. A write after close raises :class:`~rxsinks.SinkClosedError`; closing
+    twice is harmless.
 
     Args:
+        members: observers to subscribe at once.
         loop: the event loop pipelines run on; by default the loop running when the subject is
             created or first written to from a coroutine.
     """
@@ -63,23 +68,9 @@ class EventSubject(Broadcast[Event]):
         else:
             self._bind(loop)
         self._closing = False
-        self._lock = threading.Lock()
-        self._group: FlushGroup | None = None
-        self._flushed = False
-        self._waiters: list[asyncio.Future[None]] = []
-        # after the loop attributes: add() (called for each member) reads them
+        self._close_lock = threading.Lock()
+        self._close_started = False
         super().__init__(*members)
-
-    def add(self, member: Member, *, queued: bool = False) -> abc.DisposableBase:
-        """Add a member, as :meth:`Broadcast.add`; from a coroutine, it also binds the loop.
-
-        A subject created outside the loop learns it here at the latest, so that writes from
-        other threads are handed over to the loop instead of running the members in the
-        writer's thread.
-        """
-        if self._loop_thread is None:
-            self._late_bind()
-        return super().add(member, queued=queued)
 
     def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -89,6 +80,15 @@ class EventSubject(Broadcast[Event]):
         with contextlib.suppress(RuntimeError):
             if asyncio.get_running_loop() is loop:
                 self._loop_thread = threading.get_ident()
+
+    def _late_bind(self) -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self._loop is None or self._loop is running:
+            self._loop = running
+            self._loop_thread = threading.get_ident()
 
     @property
     def closed(self) -> bool:
@@ -109,77 +109,66 @@ class EventSubject(Broadcast[Event]):
                 f"EventSubject takes rxsinks.Event objects, got {type(value).__name__}; "
                 "wrap a dict with Event.from_dict(...)"
             )
-        loop = self._loop
-        if loop is None or self._loop_thread is None:
+        if self._loop_thread is None:
             self._late_bind()
-            loop = self._loop
+        loop = self._loop
         if loop is not None and self._loop_thread != threading.get_ident():
             # checked again under the lock that close() sets _closing with: a write from another
             # thread is either refused or queued on the loop ahead of the completion, never
             # dispatched after it (where it would be dropped although on_next returned)
-            with self._lock:
+            with self._close_lock:
                 if self._closing:
                     raise SINK_CLOSED
                 try:
-                    loop.call_soon_threadsafe(self._dispatch, value)
+                    loop.call_soon_threadsafe(self._handed_over, value)
                 except RuntimeError as exc:  # the loop was closed under us
                     raise SINK_CLOSED from exc
             return
-        if loop is None:
-            # no event loop anywhere: serialise writers ourselves
-            with self._lock:
-                self._dispatch(value)
-            return
-        self._dispatch(value)
+        Broadcast.on_next(self, value)
 
-    def _late_bind(self) -> None:
+    def _handed_over(self, value: Event) -> None:
         try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        if self._loop is None or self._loop is running:
-            self._loop = running
-            self._loop_thread = threading.get_ident()
+            Broadcast.on_next(self, value)
+        except SinkClosedError:
+            # cannot happen: close() completes through the same loop queue, behind every write
+            # accepted before it
+            log.error("event %s arrived after completion; dropped", value.id)
 
     def write(self, *events: Event) -> None:
-        """Write several events, in order."""
+        """Write several events, in order.
+
+        Raises:
+            SinkClosedError: the subject was closed (even when no event is given).
+        """
+        if self._closing:
+            raise SINK_CLOSED
         for event in events:
             self.on_next(event)
-
-    def _dispatch(self, value: Event) -> None:
-        if self.is_stopped:
-            # accepted before close() but dispatched after completion cannot happen: close()
-            # completes through the same loop queue, behind every accepted write
-            log.error("event %s arrived after completion; dropped", value.id)
-            return
-        Broadcast.on_next(self, value)
 
     def on_completed(self) -> None:
         """Same as :meth:`close`."""
         self.close()
 
     def on_error(self, error: Exception) -> None:
-        """Fail every pipeline (each flushes first); the subject is closed afterwards."""
+        """Fail every pipeline (each delivers what it accepted first); the subject is closed."""
         self._start_close(error)
 
     def close(self) -> None:
-        """Complete the stream without waiting for pipelines to flush (see :meth:`aclose`)."""
+        """Complete the stream without waiting for pipelines to finish (see :meth:`aclose`)."""
         self._start_close(None)
 
     def _start_close(self, error: Exception | None) -> None:
-        with self._lock:
-            if self._group is not None:
+        with self._close_lock:
+            if self._close_started:
                 return
+            self._close_started = True
             self._closing = True
-            group = self._group = FlushGroup()
 
         def complete() -> None:
-            with group.active():
-                if error is None:
-                    Broadcast.on_completed(self)
-                else:
-                    Broadcast.on_error(self, error)
-            group.on_empty(self._mark_flushed)
+            if error is None:
+                Broadcast.on_completed(self)
+            else:
+                Broadcast.on_error(self, error)
 
         loop = self._loop
         if loop is not None and self._loop_thread != threading.get_ident():
@@ -188,18 +177,10 @@ class EventSubject(Broadcast[Event]):
             # through the loop's queue, behind every write another thread already handed over
             loop.call_soon(complete)
         else:
-            with self._lock:
-                complete()
-
-    def _mark_flushed(self) -> None:
-        self._flushed = True
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._waiters.clear()
+            complete()
 
     async def aclose(self, timeout: float | None = None) -> CloseReport:
-        """Complete the stream and wait until every pipeline has flushed.
+        """Complete the stream and wait until every subscription has finished.
 
         Args:
             timeout: seconds to wait at most; ``None`` waits for as long as it takes.
@@ -209,14 +190,25 @@ class EventSubject(Broadcast[Event]):
         """
         if self._loop is None:
             self._bind(asyncio.get_running_loop())
+        elif self._loop_thread is None:
+            self._late_bind()
         self._start_close(None)
-        if not self._flushed:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await asyncio.wait_for(waiter, timeout)
-            except TimeoutError:
-                group = self._group
-                assert group is not None
-                return CloseReport(False, remaining=group.remaining(), stages=group.flushing)
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future[None] = loop.create_future()
+
+        def resolve() -> None:
+            if not finished.done():
+                finished.set_result(None)
+
+        def resolve_from_anywhere() -> None:
+            # the last subscription may finish on another thread (a thread-based scheduler)
+            loop.call_soon_threadsafe(resolve)
+
+        # asked on the loop, behind the completion queued there
+        loop.call_soon(self.when_finished, resolve_from_anywhere)
+        try:
+            await asyncio.wait_for(finished, timeout)
+        except TimeoutError:
+            return CloseReport(False, remaining=self.remaining(), stages=self.unfinished)
         return CloseReport(flushed=True)
+

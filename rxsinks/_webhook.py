@@ -1,8 +1,9 @@
 """The HTTP sink: POST each block of events to a webhook endpoint with aiohttp.
 
-This is the only module of rxsinks that imports aiohttp's client. A :class:`WebhookSink` is an
-observer of blocks (sequences of :class:`~rxsinks.Event`); each block becomes one POST of
-``{"events": [...]}`` with every event written exactly as received.
+This is the only module of rxsinks that imports aiohttp's client. A :class:`WebhookSink` is a
+sink for :func:`~rxsinks.deliver`: its :meth:`~WebhookSink.deliver` turns a block (a sequence of
+:class:`~rxsinks.Event`) into one POST of ``{"events": [...]}`` with every event written exactly
+as received, and raises when the receiver did not take it.
 
 What counts as success, like the registry: a *final* status of 200..399. Redirects are handled
 without aiohttp's own redirect logic, because 301/302/303 turn a POST into a GET without its body;
@@ -47,7 +48,6 @@ import re
 import socket
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC
@@ -55,7 +55,6 @@ from typing import Any, Final, Literal
 
 import aiohttp
 from multidict import CIMultiDict
-from reactivex import abc
 from yarl import URL
 
 from rxsinks._event import MEDIA_TYPE_V1, Event, encode_envelope
@@ -66,7 +65,6 @@ from rxsinks._exceptions import (
     PermanentDeliveryError,
     WebhookStatusError,
 )
-from rxsinks._flow import FlushToken, SettleCallback, hold, join_flush
 from rxsinks._metrics import status_phrase
 from rxsinks._signing import message_id, parse_secret, signature_headers
 from rxsinks._tls import PathArg, client_ssl
@@ -339,19 +337,14 @@ class _NoAnswer:
     error: DeliveryError
 
 
-class WebhookSink(abc.ObserverBase[Sequence[Event]]):
-    """Deliver each block of events with one HTTP POST (an observer ending a pipeline).
+class WebhookSink:
+    """Deliver a block of events with one HTTP POST: a sink for :func:`~rxsinks.deliver`.
 
-    Blocks arrive through :meth:`on_next`. When the stage above offers a handoff (see
-    :mod:`rxsinks._flow`), the sink holds it and settles it when the POST is over: ``None`` on
-    success, the exception on failure; otherwise the block is delivered fire-and-forget and a
-    failure is logged at WARNING. :meth:`on_next` never raises. Blocks are delivered
-    concurrently as they arrive (the queue above keeps one in flight per endpoint). An empty block
-    is settled at once without a request. After completion (or :meth:`aclose`), every block is
-    settled with :data:`~rxsinks.SINK_CLOSED`.
-
-    :meth:`on_completed` and :meth:`on_error` close the sink: they join the current flush group,
-    wait for the requests in flight, release the shared session, then leave the group.
+    :meth:`deliver` follows the sink contract: a coroutine that returns the :class:`Attempt`
+    when the receiver took the block, and raises the reason when it did not, so
+    ``deliver(webhook.deliver, retry=retry_with_breaker())`` retries it. Deliveries may run
+    concurrently (the stage decides how many). After :meth:`aclose`, every block fails with
+    :data:`~rxsinks.SINK_CLOSED`, which a delivery stage treats as terminal.
 
     Args:
         url: the endpoint, ``http://`` or ``https://``.
@@ -388,8 +381,6 @@ class WebhookSink(abc.ObserverBase[Sequence[Event]]):
         >>> sink
         WebhookSink('https://hooks.example.com/registry', headers={'Authorization': '<redacted>'})
     """
-
-    __rxsinks_stage__ = True  # the stage above calls accept() directly (see rxsinks._flow)
 
     def __init__(
         self,
@@ -460,11 +451,9 @@ class WebhookSink(abc.ObserverBase[Sequence[Event]]):
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._shared: _SharedSession | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._queued: deque[tuple[tuple[Event, ...], SettleCallback]] = deque()
-        self._worker: asyncio.Task[None] | None = None
-        self._in_flight = 0  # events in blocks not yet settled
-        self._stopped = False  # completed, failed or closing: no new block is taken
+        self._in_flight = 0  # events in deliveries not finished
+        self._idle: asyncio.Event | None = None  # set while no delivery runs (for aclose)
+        self._stopped = False  # closing: no new block is taken
         self._close_task: asyncio.Task[None] | None = None
         self._disabled_reason: str | None = None
         if not verify_tls:
@@ -487,7 +476,7 @@ class WebhookSink(abc.ObserverBase[Sequence[Event]]):
 
     @property
     def closed(self) -> bool:
-        """Whether the sink was completed or closed (blocks now settle with ``SINK_CLOSED``)."""
+        """Whether the sink was closed (blocks now fail with ``SINK_CLOSED``)."""
         return self._stopped
 
     @property
@@ -502,7 +491,7 @@ class WebhookSink(abc.ObserverBase[Sequence[Event]]):
 
     @property
     def in_flight(self) -> int:
-        """Events in blocks taken by :meth:`on_next` and not settled yet."""
+        """Events in blocks whose delivery has not finished."""
         return self._in_flight
 
     def _redacted_headers(self) -> dict[str, str | list[str]]:
@@ -534,16 +523,17 @@ class WebhookSink(abc.ObserverBase[Sequence[Event]]):
 
     # ------------------------------------------------------------------ one attempt
 
-    async def send(self, block: Sequence[Event]) -> Attempt:
-        """POST one block once (following redirects as configured) and report the attempt.
+    async def deliver(self, block: Sequence[Event]) -> Attempt:
+        """POST one block once (following redirects as configured): the sink contract.
 
         ``on_attempt`` is called before this returns or raises, whenever a request was made.
+        :meth:`aclose` waits for every delivery running.
 
         Args:
             block: the events; an empty block is sent as ``{"events":[]}``.
 
         Returns:
-            The successful :class:`Attempt`.
+            The successful :class:`Attempt` (its ``status`` goes on the delivery's outcome).
 
         Raises:
             SinkClosedError: the sink is closed (:data:`~rxsinks.SINK_CLOSED`).
@@ -556,14 +546,18 @@ class WebhookSink(abc.ObserverBase[Sequence[Event]]):
         if self._stopped:
             raise SINK_CLOSED
         events = tuple(block)
-        # run as a tracked task so that closing waits for it like for observer deliveries
-        task = asyncio.get_running_loop().create_task(self._send(events))
-        self._track(task)
-        return await task
+        self._in_flight += len(events)
+        if self._idle is not None:
+            self._idle.clear()
+        try:
+            return await self._send(events)
+        finally:
+            self._in_flight -= len(events)
+            if not self._in_flight and self._idle is not None:
+                self._idle.set()
 
-    def _track(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    send = deliver
+    """Same as :meth:`deliver` (one attempt at one block)."""
 
     def _session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -595,6 +589,7 @@ class WebhookSink(abc.ObserverBase[Sequence[Event]]):
                 status=410,
                 endpoint=self._name,
                 events=events,
+                answered=False,
             )
         try:
             body = encode_envelope(events)
@@ -781,177 +776,28 @@ class WebhookSink(abc.ObserverBase[Sequence[Event]]):
             error.add_note(f"response body starts with {answer.body.decode('utf-8', 'replace')!r}")
         return error
 
-    # ------------------------------------------------------------------ observer
-
-    def on_next(self, value: Sequence[Event]) -> None:
-        """Take a block and start its POST; settle the handoff (if offered) when it is over."""
-        handoff = hold()
-        self.accept(value, None if handoff is None else handoff.settle)
-
-    def accept(self, value: Sequence[Event], on_settled: SettleCallback | None) -> bool:
-        """Take a block from the stage above, calling ``on_settled`` once its POST is over.
-
-        Always False: a POST is never over at once (see ``rxsinks._flow.direct_emitter``).
-        """
-        if self._stopped:
-            count = len(value) if isinstance(value, Sequence) else 0
-            self._settle(on_settled, SINK_CLOSED, count)
-            return False
-        try:
-            events = tuple(value)
-        except TypeError:
-            error = PermanentDeliveryError(
-                f"webhook {self._name}: expected a sequence of events, got {type(value).__name__}",
-                endpoint=self._name,
-            )
-            self._settle(on_settled, error, 0)
-            return False
-        if not events:
-            self._settle(on_settled, None, 0)
-            return False
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            no_loop = DeliveryError(
-                f"webhook {self._name}: a block arrived outside a running asyncio event loop; "
-                "deliver on the loop's thread",
-                endpoint=self._name,
-                events=events,
-            )
-            self._settle(on_settled, no_loop, len(events))
-            return False
-        self._in_flight += len(events)
-        if on_settled is not None:
-            self._queued.append((events, on_settled))
-            if self._worker is None:
-                self._worker = loop.create_task(self._work())
-                self._track(self._worker)
-            return False
-        self._track(loop.create_task(self._deliver(events, None)))
-        return False
-
-    async def _work(self) -> None:
-        # Held blocks go one after another in one task. Below a retry stage the next block is
-        # handed over while the previous one settles, inside this task, so it starts without a
-        # trip through the event loop (a task per block costs a loop iteration per POST).
-        try:
-            while self._queued:
-                events, handoff = self._queued.popleft()
-                await self._deliver(events, handoff)
-        finally:
-            self._worker = None
-            while self._queued:  # cancelled: what was handed over is settled, not forgotten
-                events, handoff = self._queued.popleft()
-                error = DeliveryError(
-                    f"webhook {self._name}: delivery cancelled", endpoint=self._name, events=events
-                )
-                self._finish(handoff, events, error)
-
-    async def _deliver(self, events: tuple[Event, ...], handoff: SettleCallback | None) -> None:
-        try:
-            await self._send(events)
-        except asyncio.CancelledError:
-            error = DeliveryError(
-                f"webhook {self._name}: delivery cancelled", endpoint=self._name, events=events
-            )
-            self._finish(handoff, events, error)
-            raise
-        except Exception as exc:
-            self._finish(handoff, events, exc)
-        else:
-            self._finish(handoff, events, None)
-
-    def _finish(
-        self, handoff: SettleCallback | None, events: tuple[Event, ...], error: BaseException | None
-    ) -> None:
-        self._in_flight -= len(events)
-        self._settle(handoff, error, len(events))
-
-    def _settle(
-        self, handoff: SettleCallback | None, error: BaseException | None, count: int
-    ) -> None:
-        if handoff is not None:
-            try:
-                handoff(error)
-            except Exception:
-                logger.exception("webhook %s: a settle callback raised", self._name)
-            return
-        if error is None:
-            return
-        # nobody upstream takes the outcome: the log is the only trace of the lost block
-        if isinstance(error, EndpointDisabledError) and self._disabled_reason is not None:
-            # the one WARNING was logged when the endpoint disabled itself
-            logger.debug("webhook %s: dropped %d events: %s", self._name, count, error)
-        else:
-            logger.warning("webhook %s: %d events not delivered: %s", self._name, count, error)
-
-    def on_error(self, error: Exception) -> None:
-        """Log the upstream failure and close like :meth:`on_completed`."""
-        if self._stopped:
-            return
-        logger.error("webhook %s: the stream failed, closing: %s", self._name, error)
-        self._complete()
-
-    def on_completed(self) -> None:
-        """Close: wait for the requests in flight inside the current flush group, then leave it.
-
-        A second call is harmless.
-        """
-        if self._stopped:
-            return
-        self._complete()
-
-    def _complete(self) -> None:
-        self._stopped = True
-        token = join_flush(remaining=lambda: self._in_flight)
-        if self._close_task is None:
-            loop = self._loop
-            if loop is None:
-                try:
-                    loop = asyncio.get_running_loop()
-                except RuntimeError:
-                    loop = None
-            if loop is None or (not self._tasks and self._shared is None):
-                # never used on a loop: nothing is in flight and nothing to release
-                if token is not None:
-                    token.done()
-                return
-            try:
-                self._close_task = loop.create_task(self._close())
-            except RuntimeError:  # the loop is closed: whatever was in flight is gone with it
-                logger.warning("webhook %s: closed after its event loop", self._name)
-                if token is not None:
-                    token.done()
-                return
-        if token is not None:
-            self._close_task.add_done_callback(_leave_group(token))
+    # ------------------------------------------------------------------ closing
 
     async def aclose(self) -> None:
-        """Close the sink: wait for the requests in flight, then release the shared session.
+        """Close the sink: wait for the deliveries running, then release the shared session.
 
-        Later blocks settle with :data:`~rxsinks.SINK_CLOSED`. Idempotent.
+        Later blocks fail with :data:`~rxsinks.SINK_CLOSED`. Idempotent.
         """
         self._stopped = True
         if self._close_task is None:
-            if not self._tasks and self._shared is None:
+            if not self._in_flight and self._shared is None:
                 return
             self._close_task = asyncio.get_running_loop().create_task(self._close())
         # shielded: a caller that gives up waiting must not leave the session half released
         await asyncio.shield(self._close_task)
 
     async def _close(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._in_flight:
+            self._idle = asyncio.Event()
+            await self._idle.wait()
         shared, self._shared = self._shared, None
         if shared is not None and self._loop is not None:
             await _release_session(self._loop, shared)
-
-
-def _leave_group(token: FlushToken) -> Callable[[asyncio.Task[None]], None]:
-    def leave(_: asyncio.Task[None]) -> None:
-        token.done()
-
-    return leave
 
 
 def _describe_transport_error(exc: BaseException, timeout: float) -> str:

@@ -139,9 +139,8 @@ def _as_clock(clock: Clock | None) -> Callable[[], float]:
 class Timeline(abc.ObserverBase[Any]):
     """An observer recording when each item, the completion or the error went past.
 
-    Subscribe it to any observable, pass it where rxsinks takes an observer (for example
-    ``retry_with_breaker(outcomes=timeline)``), or put :meth:`tap` inside a ``pipe``. Recording
-    never raises into the stream.
+    Subscribe it to any observable (a delivery stage's outcomes, say), or put :meth:`tap` inside
+    a ``pipe``. Recording never raises into the stream.
 
     Args:
         label: the stream's name (the row title in :func:`marbles`).
@@ -221,7 +220,7 @@ class Timeline(abc.ObserverBase[Any]):
         """An operator that records everything passing through it and changes nothing.
 
         Example:
-            >>> events.pipe(rxsinks.batch(10, 0.5), batched.tap(), rxsinks.queue())
+            >>> events.pipe(rxsinks.batch(10, 0.5), batched.tap(), rxsinks.deliver(post))
             ... # doctest: +SKIP
         """
         return ops.do(self)

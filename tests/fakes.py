@@ -1,10 +1,9 @@
 """Fakes shared by the operator tests, modelled on go-events' ``common_test.go``.
 
-* :class:`HoldingSink`: a virtual-time sink that takes each item over with
-  :func:`rxsinks._flow.hold`, keeps it for a number of ticks and then settles it, failing the
-  attempts a script says should fail. It records every attempt with its virtual time.
-* :func:`settle_after`: the same holding behaviour as an operator, so that a plain
-  ``TestScheduler.start()`` marble test can observe what passes a holding stage.
+* :class:`ScriptedSink`: a virtual-time sink (the sink contract of ``rxsinks.deliver``): each
+  attempt takes a number of ticks (it returns a cold observable that completes or errors then;
+  with 0 ticks it returns or raises at once), failing the attempts a script says should fail.
+  It records every attempt with its virtual time.
 * :class:`RawSource`: a source that keeps the *raw* observers subscribed to it (reactivex wraps
   observers in an ``AutoDetachObserver`` that swallows writes after completion, which would hide
   what a stage itself does on a write after close).
@@ -24,24 +23,20 @@ from typing import Any, Generic, TypeVar
 import pytest
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
-from reactivex.notification import OnCompleted, OnError, OnNext
 from reactivex.testing import TestScheduler
-from reactivex.testing.recorded import Recorded
 
 from rxsinks._event import Event
 from rxsinks._exceptions import SINK_CLOSED, SinkClosedError
-from rxsinks._flow import Handoff, hold
 
 __all__ = [
     "FailScript",
-    "HoldingSink",
     "RawSource",
+    "ScriptedSink",
     "Unreliable",
     "check_close",
     "ids",
     "make_event",
     "run_threads",
-    "settle_after",
 ]
 
 _T = TypeVar("_T")
@@ -66,18 +61,17 @@ def _fails(script: FailScript, attempt: int) -> bool:
     return attempt < len(script) and script[attempt]
 
 
-class HoldingSink(abc.ObserverBase[_T], Generic[_T]):
-    """A virtual-time sink that holds each item for ``ticks`` ticks, then settles it.
+class ScriptedSink(Generic[_T]):
+    """A virtual-time sink taking ``ticks`` ticks per attempt, failing as ``fails`` says.
 
-    With ``ticks == 0`` an attempt finishes inside ``on_next`` (a failure raises, as a plain
-    synchronous sink would). A failing attempt fails with ``error(attempt)``, an
+    With ``ticks == 0`` an attempt finishes inside the call (a failure raises, as a plain
+    synchronous sink would); otherwise the call returns a cold observable that completes (or
+    errors) ``ticks`` later. A failing attempt fails with ``error(attempt)``, an
     :class:`Unreliable` by default.
 
     Attributes:
         attempts: ``(virtual time, item)`` of every attempt, in order.
-        received: what arrived, recorded like a ``MockObserver`` (``on_next`` at hand-over time,
-            then ``on_completed``/``on_error``), so marble expectations compare with ``==``.
-        settled: ``(virtual time, item, error)`` of every settled attempt.
+        settled: ``(virtual time, item, error)`` of every finished attempt.
         delivered: the items whose attempt succeeded, in order.
     """
 
@@ -94,75 +88,42 @@ class HoldingSink(abc.ObserverBase[_T], Generic[_T]):
         self.fails = fails
         self.error = error or (lambda n: Unreliable(f"attempt {n} failed"))
         self.attempts: list[tuple[float, _T]] = []
-        self.received: list[Recorded[_T]] = []
         self.settled: list[tuple[float, _T, BaseException | None]] = []
         self.delivered: list[_T] = []
-        self.completed = False
 
     @property
     def attempt_times(self) -> list[float]:
         """The virtual time of each attempt."""
         return [time for time, _ in self.attempts]
 
-    def on_next(self, value: _T) -> None:
+    def __call__(self, value: _T) -> Observable[Any] | None:
         attempt = len(self.attempts)
         self.attempts.append((self.scheduler.clock, value))
-        self.received.append(Recorded(self.scheduler.clock, OnNext(value)))
         error = self.error(attempt) if _fails(self.fails, attempt) else None
         if self.ticks == 0:
             self._finish(value, error)
             if error is not None:
                 raise error
-            return
-        handoff = hold()
+            return None
 
-        def settle(_: abc.SchedulerBase, __: Any = None) -> None:
-            self._finish(value, error)
-            if handoff is not None:
-                handoff.settle(error)
+        def subscribe(
+            observer: abc.ObserverBase[Any], _: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            def finish(_: abc.SchedulerBase, __: Any = None) -> None:
+                self._finish(value, error)
+                if error is None:
+                    observer.on_completed()
+                else:
+                    observer.on_error(error)  # type: ignore[arg-type]
 
-        self.scheduler.schedule_relative(self.ticks, settle)
+            return self.scheduler.schedule_relative(self.ticks, finish)
+
+        return Observable(subscribe)
 
     def _finish(self, value: _T, error: BaseException | None) -> None:
         self.settled.append((self.scheduler.clock, value, error))
         if error is None:
             self.delivered.append(value)
-
-    def on_error(self, error: Exception) -> None:
-        self.completed = True
-        self.received.append(Recorded(self.scheduler.clock, OnError(error)))
-
-    def on_completed(self) -> None:
-        self.completed = True
-        self.received.append(Recorded(self.scheduler.clock, OnCompleted()))
-
-
-def settle_after(
-    scheduler: TestScheduler, ticks: float
-) -> Callable[[Observable[_T]], Observable[_T]]:
-    """An operator that passes each item on at once but holds its handoff for ``ticks`` ticks.
-
-    Placed below a queue it behaves like a sink that takes ``ticks`` to deliver, while the
-    observer below (a ``MockObserver`` in ``TestScheduler.start``) records the hand-over times.
-    """
-
-    def operator(source: Observable[_T]) -> Observable[_T]:
-        def subscribe(
-            observer: abc.ObserverBase[_T], scheduler_: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            def on_next(value: _T) -> None:
-                handoff: Handoff | None = hold()
-                observer.on_next(value)
-                if handoff is not None:
-                    scheduler.schedule_relative(ticks, lambda *_: handoff.settle())
-
-            return source.subscribe(
-                on_next, observer.on_error, observer.on_completed, scheduler=scheduler_
-            )
-
-        return Observable(subscribe)
-
-    return operator
 
 
 class RawSource(Observable[_T], Generic[_T]):

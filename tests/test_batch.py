@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
+from reactivex.subject import Subject
 from reactivex.testing import ReactiveTest, TestScheduler
 
 from rxsinks._batch import batch
+from rxsinks._deliver import deliver
 from rxsinks._event import Event
-from rxsinks._queue import queue
 from rxsinks._sinks import CollectingSink
 from rxsinks._subject import EventSubject
-from tests.fakes import ids, make_event, settle_after
+from tests.fakes import ScriptedSink, ids, make_event
 
 on_next = ReactiveTest.on_next
 on_completed = ReactiveTest.on_completed
@@ -120,27 +122,34 @@ def test_one_event_per_block_by_default() -> None:
     assert got == [on_next(210, ("a",)), on_next(211, ("b",)), on_completed(212)]
 
 
-def test_single_blocks_may_be_held_like_the_event_they_carry() -> None:
-    # queue -> batch(1) -> a stage holding 3 ticks: the queue waits for each block to settle
+def test_blocks_wait_in_the_delivery_stage_while_the_sink_is_busy() -> None:
+    # batch(2) -> deliver(a sink taking 5 ticks): blocks form as events arrive, and the stage
+    # hands them to the sink one at a time
     scheduler = TestScheduler()
-    xs = scheduler.create_hot_observable(on_next(210, "a"), on_next(211, "b"), on_completed(212))
-    results = scheduler.start(
-        lambda: xs.pipe(queue(scheduler=scheduler), batch(), settle_after(scheduler, 3))
-    )
-    assert results.messages == [on_next(210, ("a",)), on_next(213, ("b",)), on_completed(216)]
-
-
-def test_a_block_of_many_is_never_held_against_one_event() -> None:
-    # queue -> batch(2) -> holding stage: the block is a new item, no offer of the queue's
-    # single event may be taken over for it, so the queue is never blocked by the stage below
-    scheduler = TestScheduler()
+    sink: ScriptedSink[tuple[str, ...]] = ScriptedSink(scheduler, ticks=5)
     xs = scheduler.create_hot_observable(
         on_next(210, "a"), on_next(211, "b"), on_next(212, "c"), on_next(213, "d")
     )
-    results = scheduler.start(
-        lambda: xs.pipe(queue(scheduler=scheduler), batch(2), settle_after(scheduler, 50))
-    )
-    assert results.messages == [on_next(211, ("a", "b")), on_next(213, ("c", "d"))]
+    scheduler.start(lambda: xs.pipe(batch(2), deliver(sink, scheduler=scheduler)))
+    assert sink.attempts == [(211, ("a", "b")), (216, ("c", "d"))]
+
+
+def test_outside_a_loop_the_timer_never_blocks_the_producer() -> None:
+    # no loop, no scheduler given: the timer runs on rxsinks' scheduler thread, so on_next
+    # returns before the block is due, and the block arrives later from that thread
+    source: Subject[str] = Subject()
+    arrived: list[tuple[tuple[str, ...], str]] = []
+    done = threading.Event()
+
+    def record(block: tuple[str, ...]) -> None:
+        arrived.append((block, threading.current_thread().name))
+        done.set()
+
+    source.pipe(batch(10, 0.3)).subscribe(record)
+    source.on_next("a")
+    assert arrived == []  # on_next did not wait 0.3 s for the timer
+    assert done.wait(10)
+    assert arrived == [(("a",), "rxsinks-scheduler")]
 
 
 @pytest.mark.parametrize("bad", [0, -1, True, 1.5, "2"])
@@ -158,11 +167,10 @@ def test_max_delay_must_be_seconds(bad: Any) -> None:
 async def test_batches_on_the_running_loop_flush_on_close() -> None:
     subject = EventSubject()
     sink: CollectingSink[tuple[Event, ...]] = CollectingSink()
-    subject.pipe(batch(3, 0.01), queue()).subscribe(sink)
+    subject.pipe(batch(3, 0.01), deliver(sink)).subscribe()
     events = [make_event(i) for i in range(10)]
     subject.write(*events)
     report = await subject.aclose(10)
     assert report.flushed
     assert [len(block) for block in sink.items] == [3, 3, 3, 1]
     assert ids(sink.items) == ids(events)
-    assert sink.completed
