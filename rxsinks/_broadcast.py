@@ -91,20 +91,19 @@ class _Callbacks:
 class _Ticket:
     """One subscription the broadcast waits for after completing (see the module docstring)."""
 
-    __slots__ = ("_owner", "done", "observer")
+    __slots__ = ("_owner", "done", "observer", "stages")
 
-    def __init__(self, owner: Broadcast[Any], observer: Any) -> None:
+    def __init__(self, owner: Broadcast[Any], observer: Any, stages: tuple[Any, ...] = ()) -> None:
         self._owner = owner
         self.observer = observer
+        self.stages = stages  # operators of the pipeline that count what they hold
         self.done = False
 
     def terminated(self) -> None:
         """The observer received the terminal notification: wait for it to drain, if it can."""
         drained = getattr(self.observer, "drained", None)
         if isinstance(drained, Observable):
-            drained.subscribe(
-                on_error=lambda _: self.finish(), on_completed=self.finish
-            )
+            drained.subscribe(on_error=lambda _: self.finish(), on_completed=self.finish)
         else:
             self.finish()
 
@@ -114,8 +113,11 @@ class _Ticket:
             self._owner._ticket_done(self)
 
     def pending(self) -> int:
-        pending = getattr(self.observer, "pending", 0)
-        return pending if isinstance(pending, int) else 0
+        total = 0
+        for holder in (self.observer, *self.stages):
+            pending = getattr(holder, "pending", 0)
+            total += pending if isinstance(pending, int) else 0
+        return total
 
 
 class _Member:
@@ -375,10 +377,13 @@ class Pipeline(Observable[_U], Generic[_U]):
     """A pipeline built on a :class:`Broadcast` with ``pipe``: an observable like any other,
     whose subscriptions the broadcast counts until the observer at the end has finished."""
 
-    def __init__(self, origin: Broadcast[Any], observable: Observable[_U]) -> None:
+    def __init__(
+        self, origin: Broadcast[Any], observable: Observable[_U], stages: tuple[Any, ...] = ()
+    ) -> None:
         super().__init__()
         self._origin = origin
         self._observable = observable
+        self._stages = stages
 
     if not TYPE_CHECKING:  # typed as Observable.pipe (see Broadcast.pipe)
 
@@ -396,7 +401,7 @@ class Pipeline(Observable[_U], Generic[_U]):
     ) -> abc.DisposableBase:
         observer = _as_observer(on_next, on_error, on_completed)
         origin = self._origin
-        ticket = _Ticket(origin, observer)
+        ticket = _Ticket(origin, observer, self._stages)
         origin._tickets.add(ticket)
         watched: _Watched[_U] = _Watched(observer, ticket)
         subscription = self._observable.subscribe(watched, scheduler=scheduler)
@@ -413,10 +418,13 @@ def _compose(origin: Broadcast[Any], source: Any, operators: tuple[Any, ...]) ->
     # refuses to re-subscribe one); an operator may also end a pipe with something else than an
     # observable (to_future, say)
     result = source
+    stages: tuple[Any, ...] = source._stages if isinstance(source, Pipeline) else ()
     for operator in operators:
+        if isinstance(getattr(operator, "pending", None), int):
+            stages += (operator,)  # a delivery stage: close reports count what it holds
         result = operator(result)
         if isinstance(result, Observable) and not isinstance(result, Pipeline | Broadcast):
-            result = Pipeline(origin, result)
+            result = Pipeline(origin, result, stages)
     return result
 
 

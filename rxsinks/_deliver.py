@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import inspect
 import logging
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, Protocol, TypeVar, overload
 
 from reactivex import Observable, abc
@@ -574,10 +575,8 @@ class _Lane(abc.ObserverBase[_T], Generic[_T, _B]):
         # where an awaitable a sink returns runs when the scheduler is not a loop: the loop
         # running where the stage was subscribed, if any
         self._home_loop: asyncio.AbstractEventLoop | None = None
-        try:
+        with contextlib.suppress(RuntimeError):
             self._home_loop = asyncio.get_running_loop()
-        except RuntimeError:
-            pass
         # on a loop, work is queued straight on it; elsewhere through the scheduler
         self._call_soon = (
             self._loop.call_soon
@@ -600,9 +599,7 @@ class _Lane(abc.ObserverBase[_T], Generic[_T, _B]):
         self._fifo: Fifo[Any] | None = backlog if type(backlog) is Fifo else None
         self._stage_egress = None if self._fifo is None else self._fifo._owner.on_egress
         self._plain_put = self._fifo is not None and self._fifo.plain
-        self._want = not (
-            type(observer) is AutoDetachObserver and observer._on_next is noop
-        )
+        self._want = not (type(observer) is AutoDetachObserver and observer._on_next is noop)
         self._policy = stage.retry
         self._breaker: Breaker | None = None
         self._call_state = None
@@ -617,6 +614,7 @@ class _Lane(abc.ObserverBase[_T], Generic[_T, _B]):
         self._emitting = False
         self._held: list[Outcome] | None = None  # transitions held back during bookkeeping
         self._completed = False  # no more items will come (upstream ended, or aborted)
+        self._aborted = False  # given up: finish without waiting for the buffer to drain
         self._error: Exception | None = None
         self._finished = False
         self._disposed = False
@@ -655,6 +653,7 @@ class _Lane(abc.ObserverBase[_T], Generic[_T, _B]):
         if self._disposed or self._finished:
             return
         self._completed = True
+        self._aborted = True
         held = [attempt for attempt in self._attempts if attempt.live]
         self._cancel_attempts()
         for attempt in held:
@@ -706,9 +705,7 @@ class _Lane(abc.ObserverBase[_T], Generic[_T, _B]):
             dropped = self._backlog.put(value)
             if dropped:
                 for item in dropped:
-                    self._out.append(
-                        Outcome(_K.DROPPED, events_of(item), endpoint=self._endpoint)
-                    )
+                    self._out.append(Outcome(_K.DROPPED, events_of(item), endpoint=self._endpoint))
         if not self._scheduled and self.active < self._limit:
             self._scheduled = True
             self._schedule(self._drain)
@@ -1148,7 +1145,7 @@ class _Lane(abc.ObserverBase[_T], Generic[_T, _B]):
             or self._finished
             or self._disposed
             or self.active
-            or not self._backlog.idle
+            or not (self._aborted or self._backlog.idle)
         ):
             return
         self._finished = True
@@ -1192,7 +1189,7 @@ class _LockedLane(_Lane[_T, _B]):
         self._lock = threading.RLock()
         self._depth = 0  # how deep the holding thread is in the lock (only it writes this)
 
-    def _locked(name: str) -> Any:  # type: ignore[misc]  # noqa: N805
+    def _locked(name: str) -> Any:  # type: ignore[misc]
         def entry(self: _LockedLane[Any, Any], *args: Any) -> Any:
             with self._lock:
                 self._depth += 1
@@ -1254,7 +1251,7 @@ class _LockedLane(_Lane[_T, _B]):
             and not self._finished
             and not self._disposed
             and not self.active
-            and self._backlog.idle
+            and (self._aborted or self._backlog.idle)
         ):
             # completion goes out after the outcomes, and those only once the lock is let go
             self._finished = True

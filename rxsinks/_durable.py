@@ -125,9 +125,7 @@ class DurableQueue:
         for backlog in self.backlogs:
             backlog.rescan()
 
-    def backlog(
-        self, key: Callable[[Any], Hashable] | None, concurrency: int
-    ) -> _DurableBacklog:
+    def backlog(self, key: Callable[[Any], Hashable] | None, concurrency: int) -> _DurableBacklog:
         """One delivery stage subscription's buffer (see :class:`~rxsinks._deliver.Backlog`)."""
         if concurrency != 1:
             raise ValueError(

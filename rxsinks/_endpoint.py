@@ -128,8 +128,7 @@ class Endpoint(abc.ObserverBase[Event]):
             raise ValueError(f"an endpoint needs a non-empty name, got {name!r}")
         if sink is not None and not callable(sink):
             raise TypeError(
-                f"sink must be a delivery function (see rxsinks.deliver), got "
-                f"{type(sink).__name__}"
+                f"sink must be a delivery function (see rxsinks.deliver), got {type(sink).__name__}"
             )
         self.name = name
         self.url = url
@@ -196,6 +195,7 @@ class Endpoint(abc.ObserverBase[Event]):
         self._scheduler = scheduler
         self._inlet: abc.ObserverBase[Any] | None = None
         self._closing = False
+        self._finished_delivering = False
         self._report: CloseReport | None = None
 
     def __repr__(self) -> str:
@@ -307,6 +307,11 @@ class Endpoint(abc.ObserverBase[Event]):
         try:
             await asyncio.wait_for(asyncio.shield(drained), timeout)
         except TimeoutError:
+            if self._finished_delivering:
+                # everything went; only the HTTP session is still being released
+                await drained
+                self._report = CloseReport(flushed=True)
+                return self._report
             remaining = self.pending
             log.warning(
                 "%s: closed after %s s with %d event(s) not delivered%s",
@@ -324,6 +329,7 @@ class Endpoint(abc.ObserverBase[Event]):
 
     def _closed(self, error: Exception | None) -> None:
         """The delivery stage finished: release the webhook, then tell everyone."""
+        self._finished_delivering = True
         if error is not None:
             log.error("%s: delivery stage failed: %s", self.name, error)
 

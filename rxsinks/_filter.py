@@ -54,8 +54,8 @@ from typing import Any
 
 from reactivex import Observable, abc
 
-from ._event import Event
 from ._deliver import direct_on_next
+from ._event import Event
 
 __all__ = ["EventFilter", "filter_events", "ignore", "match"]
 

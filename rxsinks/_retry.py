@@ -183,12 +183,15 @@ class _Resubscriber(abc.ObserverBase[_T]):
         self._state = new_call_state()
         self._attempt = 0
         self._started = self._now()
+        # the attempt's subscription and the timer of the next one apart: an attempt failing
+        # during its own subscribe schedules the next before subscribe has returned
         self._current = SerialDisposable()
+        self._timer = SerialDisposable()
         self._disposed = False
 
     def start(self) -> abc.DisposableBase:
         self._attempt_now()
-        return CompositeDisposable(self._current, Disposable(self._dispose))
+        return CompositeDisposable(self._current, self._timer, Disposable(self._dispose))
 
     def _dispose(self) -> None:
         self._disposed = True
@@ -200,14 +203,10 @@ class _Resubscriber(abc.ObserverBase[_T]):
         if breaker is not None:
             wait = breaker.permit(self._now())
             if wait > 0:
-                self._current.disposable = self._scheduler.schedule_relative(
-                    wait, self._attempt_now
-                )
+                self._timer.disposable = self._scheduler.schedule_relative(wait, self._attempt_now)
                 return
         self._attempt += 1
-        self._current.disposable = self._source.subscribe(
-            self, scheduler=self._subscribe_scheduler
-        )
+        self._current.disposable = self._source.subscribe(self, scheduler=self._subscribe_scheduler)
 
     def on_next(self, value: _T) -> None:
         self._observer.on_next(value)
@@ -230,7 +229,7 @@ class _Resubscriber(abc.ObserverBase[_T]):
             return
         log.debug("attempt %d failed, retrying in %.3fs: %s", self._attempt, wait, error)
         # through the scheduler even when due at once: never recurse into a new subscription
-        self._current.disposable = (
+        self._timer.disposable = (
             self._scheduler.schedule_relative(wait, self._attempt_now)
             if wait > 0
             else self._scheduler.schedule(self._attempt_now)

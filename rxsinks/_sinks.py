@@ -9,9 +9,12 @@ everything, for notebooks and tests (and is a sink for :func:`~rxsinks.deliver` 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import inspect
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 from reactivex import Observable, abc
@@ -31,7 +34,9 @@ class CallbackSink(abc.ObserverBase[_T], Generic[_T]):
     """Ends a pipeline in a function, plain or ``async``: the observer form of a sink.
 
     ``fn`` follows the sink contract of :func:`~rxsinks.deliver`: it returns, raises, or returns
-    an awaitable or an observable, which is awaited (subscribed) on the running loop. Items are
+    an awaitable or an observable, which is awaited (subscribed). An awaitable runs on the loop
+    running where the call is made, else on the loop the sink was made on, so an item handed
+    over on another thread (an ``observe_on`` above) is still awaited there. Items are
     not buffered nor retried: each call starts at once, and a failure is logged at WARNING with
     the item's size (use :func:`~rxsinks.deliver` for a buffer, retries and outcomes).
 
@@ -68,6 +73,12 @@ class CallbackSink(abc.ObserverBase[_T], Generic[_T]):
         self._on_error = on_error
         # running calls -> how many events each carries (close reports count events)
         self._running: dict[int, int] = {}
+        # items may arrive on another thread (an observe_on above); their awaitables still run
+        # on the loop the sink was made on
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        with contextlib.suppress(RuntimeError):
+            self._loop = asyncio.get_running_loop()
         self._stopped = False
         self._error: Exception | None = None
         self._ended = False
@@ -98,7 +109,8 @@ class CallbackSink(abc.ObserverBase[_T], Generic[_T]):
             return
         if isinstance(result, Observable):
             token = object()
-            self._running[id(token)] = weight_of(value)
+            with self._lock:
+                self._running[id(token)] = weight_of(value)
             result.subscribe(
                 on_error=lambda exc: self._finished(token, value, exc),
                 on_completed=lambda: self._finished(token, value, None),
@@ -106,17 +118,27 @@ class CallbackSink(abc.ObserverBase[_T], Generic[_T]):
             return
         if inspect.isawaitable(result):
             try:
-                loop = asyncio.get_running_loop()
+                running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
             except RuntimeError:
+                running = None
+            loop = running or self._loop
+            if loop is None or loop.is_closed():
                 if inspect.iscoroutine(result):
                     result.close()
                 self._failed(value, _no_loop(self._fn))
                 return
-            future = asyncio.ensure_future(result, loop=loop)
-            self._running[id(future)] = weight_of(value)
+            future: asyncio.Future[Any] | concurrent.futures.Future[Any]
+            if loop is running:
+                future = asyncio.ensure_future(result, loop=loop)
+            else:
+                future = asyncio.run_coroutine_threadsafe(_awaited(result), loop)
+            with self._lock:
+                self._running[id(future)] = weight_of(value)
             future.add_done_callback(lambda done: self._task_done(done, value))
 
-    def _task_done(self, future: asyncio.Future[Any], value: _T) -> None:
+    def _task_done(
+        self, future: asyncio.Future[Any] | concurrent.futures.Future[Any], value: _T
+    ) -> None:
         error: BaseException | None
         if future.cancelled():
             error = asyncio.CancelledError("the call was cancelled")
@@ -125,10 +147,12 @@ class CallbackSink(abc.ObserverBase[_T], Generic[_T]):
         self._finished(future, value, error)
 
     def _finished(self, token: object, value: _T, error: BaseException | None) -> None:
-        self._running.pop(id(token), None)
+        with self._lock:
+            self._running.pop(id(token), None)
+            last = self._stopped and not self._running
         if error is not None:
             self._failed(value, error)
-        if self._stopped and not self._running:
+        if last:
             self._end()
 
     def _failed(self, value: _T, error: BaseException) -> None:
@@ -140,24 +164,29 @@ class CallbackSink(abc.ObserverBase[_T], Generic[_T]):
         )
 
     def on_error(self, error: Exception) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
-        self._error = error
-        if not self._running:
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            self._error = error
+            idle = not self._running
+        if idle:
             self._end()
 
     def on_completed(self) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
-        if not self._running:
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            idle = not self._running
+        if idle:
             self._end()
 
     def _end(self) -> None:
-        if self._ended:
-            return
-        self._ended = True
+        with self._lock:
+            if self._ended:
+                return
+            self._ended = True
         try:
             if self._error is not None:
                 if self._on_error is not None:
@@ -168,6 +197,10 @@ class CallbackSink(abc.ObserverBase[_T], Generic[_T]):
                 self._on_completed()
         finally:
             self._drained.on_completed()
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
 
 
 def _no_loop(fn: Callable[..., Any]) -> RuntimeError:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from ._broadcast import Broadcast, Member
 from ._event import Event
@@ -89,6 +90,13 @@ class EventSubject(Broadcast[Event]):
         if self._loop is None or self._loop is running:
             self._loop = running
             self._loop_thread = threading.get_ident()
+
+    def _attach(self, observer: Any, ticket: Any = None) -> Any:
+        # a subject created outside the loop learns it from its first subscriber on the loop at
+        # the latest, so writes from other threads are handed over instead of running there
+        if self._loop_thread is None:
+            self._late_bind()
+        return super()._attach(observer, ticket)
 
     @property
     def closed(self) -> bool:
@@ -211,4 +219,3 @@ class EventSubject(Broadcast[Event]):
         except TimeoutError:
             return CloseReport(False, remaining=self.remaining(), stages=self.unfinished)
         return CloseReport(flushed=True)
-

@@ -530,7 +530,7 @@ class WebhookSink:
         :meth:`aclose` waits for every delivery running.
 
         Args:
-            block: the events; an empty block is sent as ``{"events":[]}``.
+            block: the events; an empty block is delivered at once, without a request.
 
         Returns:
             The successful :class:`Attempt` (its ``status`` goes on the delivery's outcome).
@@ -538,14 +538,17 @@ class WebhookSink:
         Raises:
             SinkClosedError: the sink is closed (:data:`~rxsinks.SINK_CLOSED`).
             EndpointDisabledError: the endpoint answered 410 Gone, now or before.
-            PermanentDeliveryError: a status in ``permanent_statuses``, or a block that cannot
-                be encoded.
+            PermanentDeliveryError: a status in ``permanent_statuses``, or a block that is not
+                a sequence of events or cannot be encoded.
             WebhookStatusError: another status outside 200..399, or a redirect not followed.
             DeliveryError: no response: the message names the cause.
         """
         if self._stopped:
             raise SINK_CLOSED
-        events = tuple(block)
+        events = _events(block, self._name)
+        if not events:
+            # nothing to deliver: delivered, without a request
+            return Attempt(0, None, "", None, 0.0, self._display_url)
         self._in_flight += len(events)
         if self._idle is not None:
             self._idle.clear()
@@ -798,6 +801,21 @@ class WebhookSink:
         shared, self._shared = self._shared, None
         if shared is not None and self._loop is not None:
             await _release_session(self._loop, shared)
+
+
+def _events(block: object, name: str) -> tuple[Event, ...]:
+    """The block as a tuple of events; anything else can never be delivered (permanent)."""
+    events: tuple[Any, ...] | None = None
+    if isinstance(block, tuple):
+        events = block
+    elif isinstance(block, Iterable) and not isinstance(block, str | bytes | Mapping):
+        events = tuple(block)
+    if events is None or not all(isinstance(event, Event) for event in events):
+        raise PermanentDeliveryError(
+            f"webhook {name}: expected a sequence of rxsinks.Event, got {type(block).__name__}",
+            endpoint=name,
+        )
+    return events
 
 
 def _describe_transport_error(exc: BaseException, timeout: float) -> str:

@@ -62,7 +62,9 @@ def diagram_of(function: Callable[..., Any]) -> Diagram:
     doc = inspect.getdoc(function) or ""
     lines = doc.splitlines()
     for number, line in enumerate(lines):
-        if line.rstrip().endswith("::") and "arble" in line + "".join(lines[max(0, number - 3) : number]):
+        if line.rstrip().endswith("::") and "arble" in line + "".join(
+            lines[max(0, number - 3) : number]
+        ):
             rows = [row.strip() for row in lines[number + 1 :] if row.strip()][:3]
             if len(rows) == 3 and rows[1].startswith("["):
                 return Diagram(parse(rows[0]), rows[1], parse(rows[2]))

@@ -9,8 +9,9 @@ import pytest
 from reactivex.testing import ReactiveTest, TestScheduler
 
 from rxsinks._breaker import Breaker, BreakerState
+from rxsinks._deliver import deliver
 from rxsinks._retry import retry_with_breaker
-from tests.fakes import HoldingSink
+from tests.fakes import ScriptedSink
 
 on_next = ReactiveTest.on_next
 
@@ -118,23 +119,44 @@ def test_zero_backoff_never_waits() -> None:
 
 def test_a_shared_breaker_holds_back_every_endpoint_behind_it() -> None:
     # two endpoints of one receiver share a breaker: a's failures open it, so b's first
-    # attempt waits for the backoff although b itself never failed
+    # attempt waits for the backoff although b itself never failed; when the backoff is over,
+    # a goes first as the single trial, and b once it succeeded
     scheduler = TestScheduler()
     shared = Breaker(3, 10)
     xs = scheduler.create_hot_observable(on_next(210, "a"))
     ys = scheduler.create_hot_observable(on_next(215, "b"))
-    sink_a: HoldingSink[str] = HoldingSink(scheduler, fails=[True, True, True])
-    sink_b: HoldingSink[str] = HoldingSink(scheduler)
+    sink_a: ScriptedSink[str] = ScriptedSink(scheduler, fails=[True, True, True])
+    sink_b: ScriptedSink[str] = ScriptedSink(scheduler)
+    policy = retry_with_breaker(breaker=shared, scheduler=scheduler)
 
     def subscribe(*_: Any) -> None:
-        xs.pipe(retry_with_breaker(breaker=shared, scheduler=scheduler)).subscribe(sink_a)
-        ys.pipe(retry_with_breaker(breaker=shared, scheduler=scheduler)).subscribe(sink_b)
+        xs.pipe(deliver(sink_a, retry=policy)).subscribe()
+        ys.pipe(deliver(sink_b, retry=policy)).subscribe()
 
     scheduler.schedule_absolute(200, subscribe)
     scheduler.start()
     assert sink_a.attempt_times == [210, 210, 210, 220]
     assert sink_b.attempt_times == [220]
     assert shared.state is BreakerState.CLOSED
+
+
+def test_half_open_lets_one_trial_through_and_the_others_wait_for_it() -> None:
+    breaker = Breaker(1, 10)
+    breaker.record_failure(0.0)
+    assert breaker.permit(5.0) == 5.0
+    assert breaker.permit(10.0) == 0.0  # the trial
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert breaker.permit(10.0) > 0  # everybody else waits for its result
+    breaker.record_success()
+    assert breaker.permit(10.0) == 0.0
+
+
+def test_an_abandoned_trial_lets_the_next_attempt_be_the_trial() -> None:
+    breaker = Breaker(1, 10)
+    breaker.record_failure(0.0)
+    assert breaker.permit(10.0) == 0.0
+    breaker.abandon()
+    assert breaker.permit(10.0) == 0.0
 
 
 def test_a_raising_listener_neither_stops_the_others_nor_the_transition(

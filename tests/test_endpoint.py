@@ -375,13 +375,15 @@ async def test_outcomes_stream_tells_a_user_observer_everything(start_hook: Star
 
     assert await endpoint.aclose(timeout=10) == rxsinks.CloseReport(flushed=True)
 
+    # in causal order: the breaker opens after the failure that made it open, and closes after
+    # the delivery that closed it
     assert seen == [
         ("failed", 500, 1),
-        ("breaker_opened", None, 0),
         ("failed", 500, 1),
+        ("breaker_opened", None, 0),
         ("breaker_half_open", None, 0),
-        ("breaker_closed", None, 0),
         ("delivered", 200, 1),
+        ("breaker_closed", None, 0),
         ("failed", 422, 1),
         ("dead_lettered", 422, 1),
     ]

@@ -1,8 +1,9 @@
 """Property tests: whatever the writes and the failures, nothing is lost, duplicated or reordered.
 
 Every example runs in virtual time: one :class:`EventSubject` fans out to 2-3 endpoints, each
-``[filter] -> [batch] -> queue -> retry_with_breaker -> sink``, where the sink holds each attempt
-a few ticks and fails the attempts a generated script says.
+``[filter] -> [batch] -> [plain Rx] -> deliver(sink, retry) -> [plain Rx]``, where the sink takes
+a few ticks per attempt and fails the attempts a generated script says, and plain reactivex
+operators (``observe_on``, ``delay``) are spliced in above and below the stage.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ from reactivex.testing import TestScheduler
 from tenacity.stop import stop_after_attempt
 
 from rxsinks._batch import batch
+from rxsinks._deliver import deliver
 from rxsinks._event import Event
 from rxsinks._filter import ignore
-from rxsinks._outcome import DeadLetter
-from rxsinks._queue import queue
+from rxsinks._outcome import Outcome, OutcomeKind
 from rxsinks._retry import retry_with_breaker
 from rxsinks._subject import EventSubject
-from tests.fakes import HoldingSink, make_event
+from tests.fakes import ScriptedSink, make_event
 
 ACTIONS = ("push", "pull", "delete", "mount")
 FILTERS: dict[str, Callable[[Event], bool]] = {
@@ -43,6 +44,8 @@ class EndpointPlan:
     threshold: int
     backoff: int
     block: int
+    above: str
+    below: str
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,8 @@ endpoint_plans = st.builds(
     threshold=st.integers(0, 3),
     backoff=st.integers(0, 5),
     block=st.integers(1, 3),
+    above=st.sampled_from(["none", "observe_on", "delay"]),
+    below=st.sampled_from(["none", "observe_on", "delay"]),
 )
 
 
@@ -80,6 +85,14 @@ def _filter_operator(name: str) -> Callable[[Observable[Event]], Observable[Even
     return ops.filter(FILTERS[name])
 
 
+def _splice(name: str, scheduler: TestScheduler) -> Callable[[Observable[Any]], Observable[Any]]:
+    if name == "observe_on":
+        return ops.observe_on(scheduler)
+    if name == "delay":
+        return ops.delay(1, scheduler=scheduler)
+    return lambda source: source
+
+
 def _flat_ids(items: list[Any]) -> list[str]:
     return [event.id for block in items for event in block]
 
@@ -88,38 +101,46 @@ def _run(plan: Plan, attempts: int | None) -> None:
     scheduler = TestScheduler()
     subject = EventSubject()  # no event loop: writes dispatch synchronously
     events = [make_event(i, action) for i, action in enumerate(plan.actions)]
-    sinks: list[HoldingSink[tuple[Event, ...]]] = []
-    letters: list[list[DeadLetter]] = []
+    sinks: list[ScriptedSink[tuple[Event, ...]]] = []
+    letters: list[list[Outcome]] = []
+    completed: list[list[bool]] = []
     for endpoint in plan.endpoints:
-        sink: HoldingSink[tuple[Event, ...]] = HoldingSink(
+        sink: ScriptedSink[tuple[Event, ...]] = ScriptedSink(
             scheduler, ticks=endpoint.ticks, fails=endpoint.fails
         )
-        dead: list[DeadLetter] = []
+        dead: list[Outcome] = []
         retry = retry_with_breaker(
             endpoint.threshold,
             endpoint.backoff,
             stop=None if attempts is None else stop_after_attempt(attempts),
-            dead_letters=dead.append,
             scheduler=scheduler,
         )
+        done: list[bool] = []
         subject.pipe(
             _filter_operator(endpoint.filter),
             batch(endpoint.block, 2, scheduler=scheduler),
-            queue(scheduler=scheduler),
-            retry,
-        ).subscribe(sink)
+            _splice(endpoint.above, scheduler),
+            deliver(sink, retry=retry, scheduler=scheduler),
+            _splice(endpoint.below, scheduler),
+        ).subscribe(
+            lambda outcome, dead=dead: (
+                dead.append(outcome) if outcome.kind is OutcomeKind.DEAD_LETTERED else None
+            ),
+            on_completed=lambda done=done: done.append(True),
+        )
         sinks.append(sink)
         letters.append(dead)
+        completed.append(done)
     for event, time in zip(events, plan.times, strict=True):
         scheduler.schedule_absolute(time, lambda *_, event=event: subject.on_next(event))
     scheduler.schedule_absolute(400, lambda *_: subject.close())
     scheduler.start()
 
-    for endpoint, sink, dead in zip(plan.endpoints, sinks, letters, strict=True):
+    for endpoint, sink, dead, done in zip(plan.endpoints, sinks, letters, completed, strict=True):
         keep = FILTERS[endpoint.filter]
         expected = [event.id for event in events if keep(event)]
         delivered = _flat_ids(sink.delivered)
-        assert sink.completed  # close flushed the whole pipeline
+        assert done == [True]  # close flushed the whole pipeline, whatever was spliced in
         if attempts is None:
             # unbounded: every event not filtered out, exactly once, in write order
             assert delivered == expected
@@ -132,7 +153,7 @@ def _run(plan: Plan, attempts: int | None) -> None:
             # and both keep the write order
             assert [position[i] for i in delivered] == sorted(position[i] for i in delivered)
             assert [position[i] for i in given_up] == sorted(position[i] for i in given_up)
-            assert all(1 <= letter.attempts <= attempts for letter in dead)
+            assert all(1 <= letter.attempt <= attempts for letter in dead)
             # no block was attempted more often than the policy allows
             per_block: dict[tuple[str, ...], int] = {}
             for _, block in sink.attempts:

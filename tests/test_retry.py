@@ -1,61 +1,52 @@
-"""Tests of rxsinks._retry: the breaker's timing, tenacity policies and dead letters.
+"""Tests of rxsinks.retry_with_breaker: the breaker's timing, tenacity policies and dead letters,
+as a delivery stage's policy and as an operator over a cold observable of one delivery.
 
 Timing tests run in virtual time (ticks are seconds), so every attempt has an exact timestamp.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import logging
 from typing import Any
 
 import pytest
-from reactivex import Observable
+import reactivex
+from reactivex import operators as ops
 from reactivex.subject import Subject
 from reactivex.testing import ReactiveTest, TestScheduler
 from tenacity.retry import retry_if_exception_type
 from tenacity.stop import stop_after_attempt, stop_after_delay
 from tenacity.wait import wait_exponential, wait_fixed, wait_random_exponential
 
-from rxsinks._breaker import Breaker, BreakerState
-from rxsinks._event import Event
-from rxsinks._exceptions import (
-    SINK_CLOSED,
-    EndpointDisabledError,
+import rxsinks
+from rxsinks import (
+    Breaker,
+    BreakerState,
+    Event,
+    EventSubject,
+    Outcome,
+    OutcomeKind,
     PermanentDeliveryError,
     WebhookStatusError,
+    deliver,
+    retry_with_breaker,
 )
-from rxsinks._outcome import DeadLetter, Outcome, OutcomeKind
-from rxsinks._queue import queue
-from rxsinks._retry import retry_with_breaker
-from rxsinks._sinks import CallbackSink, CollectingSink
-from rxsinks._subject import EventSubject
-from tests.fakes import HoldingSink, RawSource, Unreliable, ids, make_event, run_threads
+from tests.fakes import ScriptedSink, Unreliable, ids, make_event, run_threads
 
 on_next = ReactiveTest.on_next
 on_completed = ReactiveTest.on_completed
 on_error = ReactiveTest.on_error
-
 K = OutcomeKind
 
 
-def run(
-    scheduler: TestScheduler,
-    messages: list[Any],
-    sink: HoldingSink[Any],
-    *,
-    above: Any = None,
-    **options: Any,
-) -> Observable[Any]:
-    """Subscribe ``hot(messages) [| above] | retry_with_breaker(**options)`` to ``sink`` at 200
-    and run the scheduler to the end."""
+def run(scheduler: TestScheduler, messages: list[Any], sink: Any, **policy: Any) -> list[Outcome]:
+    """``hot(messages) | deliver(sink, retry=retry_with_breaker(**policy))`` from 200 on."""
     xs = scheduler.create_hot_observable(messages)
-    operator = retry_with_breaker(scheduler=scheduler, **options)
-    pipeline = xs.pipe(above, operator) if above is not None else xs.pipe(operator)
-    scheduler.schedule_absolute(200, lambda *_: pipeline.subscribe(sink))
+    outcomes: list[Outcome] = []
+    stage = deliver(sink, retry=retry_with_breaker(scheduler=scheduler, **policy))
+    scheduler.schedule_absolute(200, lambda *_: xs.pipe(stage).subscribe(outcomes.append))
     scheduler.start()
-    return pipeline
+    return outcomes
 
 
 # -- the breaker's timing ---------------------------------------------------------------------
@@ -64,7 +55,7 @@ def run(
 def test_threshold_back_to_back_then_one_attempt_per_backoff_and_success_resets() -> None:
     scheduler = TestScheduler()
     # a fails 5 times then goes; b fails 3 times then goes
-    sink: HoldingSink[str] = HoldingSink(scheduler, fails=[True] * 5 + [False] + [True] * 3)
+    sink: ScriptedSink[str] = ScriptedSink(scheduler, fails=[True] * 5 + [False] + [True] * 3)
     run(scheduler, [on_next(210, "a"), on_next(300, "b")], sink, threshold=3, backoff=10)
     assert sink.attempts == [
         (210, "a"),
@@ -78,353 +69,140 @@ def test_threshold_back_to_back_then_one_attempt_per_backoff_and_success_resets(
         (300, "b"),  # ...and again gets 3 back to back
         (310, "b"),
     ]
-    assert sink.delivered == ["a", "b"]
 
 
 def test_asynchronous_attempts_wait_for_the_sink_and_keep_blocks_in_order() -> None:
     scheduler = TestScheduler()
-    sink: HoldingSink[str] = HoldingSink(scheduler, ticks=2, fails=[True] * 4)
-    run(
-        scheduler,
-        [on_next(210, "a"), on_next(215, "b"), on_next(216, "c"), on_completed(217)],
-        sink,
-        threshold=2,
-        backoff=10,
-    )
-    # a: 210 (fails 212), 212 (fails 214, breaker opens), 224, 236, 248 (delivered 250)
-    assert sink.attempts == [
-        (210, "a"),
-        (212, "a"),
-        (224, "a"),
-        (236, "a"),
-        (248, "a"),
-        (250, "b"),  # b and c waited behind a, in arrival order
-        (252, "c"),
-    ]
-    assert sink.delivered == ["a", "b", "c"]
-    assert sink.received[-1] == on_completed(254)  # completion after the last delivery
+    sink: ScriptedSink[str] = ScriptedSink(scheduler, ticks=5, fails=[True, False, False])
+    run(scheduler, [on_next(210, "a"), on_next(211, "b")], sink, threshold=3, backoff=10)
+    # a fails at 215 and is retried at once (the breaker is still closed); b waits its turn
+    assert sink.attempts == [(210, "a"), (215, "a"), (220, "b")]
+    assert sink.delivered == ["a", "b"]
 
 
 def test_completion_waits_for_the_block_being_retried() -> None:
     scheduler = TestScheduler()
-    sink: HoldingSink[str] = HoldingSink(scheduler, fails=[True, True])
-    run(scheduler, [on_next(210, "a"), on_completed(211)], sink, threshold=1, backoff=10)
-    assert sink.received == [
-        on_next(210, "a"),
-        on_next(220, "a"),
-        on_next(230, "a"),
-        on_completed(230),
-    ]
-
-
-def test_an_upstream_error_passes_on_after_the_blocks_went() -> None:
-    scheduler = TestScheduler()
-    boom = RuntimeError("upstream")
-    sink: HoldingSink[str] = HoldingSink(scheduler, fails=[True])
-    run(scheduler, [on_next(210, "a"), on_error(211, boom)], sink, threshold=1, backoff=5)
-    assert sink.received == [on_next(210, "a"), on_next(215, "a"), on_error(215, boom)]
-
-
-@pytest.mark.parametrize("ticks", [0, 1])
-def test_a_long_backlog_behind_a_retried_block_drains_without_recursion(ticks: int) -> None:
-    # no queue above: 3000 blocks wait in the retry stage while the first one is retried; a
-    # synchronous sink then delivers them one after the other (iteratively, not one stack
-    # level deeper per block)
-    scheduler = TestScheduler()
-    source: Subject[int] = Subject()
-    sink: HoldingSink[int] = HoldingSink(scheduler, ticks=ticks, fails=[True])
-    source.pipe(retry_with_breaker(1, 10, scheduler=scheduler)).subscribe(sink)
-    count = 3000
-    for value in range(count):
-        source.on_next(value)
-    source.on_completed()
+    sink: ScriptedSink[str] = ScriptedSink(scheduler, fails=[True, True])
+    outcomes: list[Any] = []
+    xs = scheduler.create_hot_observable(on_next(210, "a"), on_completed(211))
+    stage = deliver(sink, retry=retry_with_breaker(1, 10, scheduler=scheduler))
+    scheduler.schedule_absolute(
+        200,
+        lambda *_: xs.pipe(stage).subscribe(
+            outcomes.append, on_completed=lambda: outcomes.append(scheduler.clock)
+        ),
+    )
     scheduler.start()
-    assert sink.delivered == list(range(count))
-    assert sink.completed
+    assert sink.attempt_times == [210, 220, 230]
+    assert outcomes[-1] == 230
 
 
 def test_threshold_zero_turns_the_breaker_off() -> None:
     scheduler = TestScheduler()
-    sink: HoldingSink[str] = HoldingSink(scheduler, fails=[True] * 30)
-    run(scheduler, [on_next(210, "a")], sink, threshold=0, backoff=10)
-    assert sink.attempt_times == [210] * 31  # never waits, never gives up
-    assert sink.delivered == ["a"]
+    sink: ScriptedSink[str] = ScriptedSink(scheduler, fails=[True] * 3)
+    outcomes = run(scheduler, [on_next(210, "a")], sink, threshold=0, wait=wait_fixed(1))
+    assert sink.attempt_times == [210, 211, 212, 213]
+    assert not [o for o in outcomes if o.kind.value.startswith("breaker")]
 
 
-def test_dispose_during_the_backoff_stops_the_attempts() -> None:
+def test_a_long_backlog_behind_a_retried_block_drains_without_recursion() -> None:
     scheduler = TestScheduler()
-    xs = scheduler.create_hot_observable(on_next(210, "a"))
-    sink: HoldingSink[str] = HoldingSink(scheduler, fails=lambda _: True)
-    subscription: list[Any] = []
-    pipeline = xs.pipe(retry_with_breaker(3, 10, scheduler=scheduler))
-    scheduler.schedule_absolute(200, lambda *_: subscription.append(pipeline.subscribe(sink)))
-    scheduler.schedule_absolute(215, lambda *_: subscription[0].dispose())
-    scheduler.start()
-    assert sink.attempt_times == [210, 210, 210]
+    sink: ScriptedSink[int] = ScriptedSink(scheduler, fails=[True])
+    messages = [on_next(210, i) for i in range(5000)]
+    run(scheduler, messages, sink, threshold=1, backoff=1)
+    assert sink.delivered == list(range(5000))
 
 
-# -- tenacity policies ------------------------------------------------------------------------
+# -- tenacity policies and dead letters -------------------------------------------------------
 
 
 def test_stop_after_attempt_gives_up_and_dead_letters_with_the_last_error() -> None:
     scheduler = TestScheduler()
-    letters: list[DeadLetter] = []
-    sink: HoldingSink[str] = HoldingSink(scheduler, fails=[True] * 4)
-    run(
+    sink: ScriptedSink[str] = ScriptedSink(scheduler, fails=lambda n: n < 3)
+    outcomes = run(
         scheduler,
-        [on_next(210, "a"), on_next(300, "b")],
+        [on_next(210, "a"), on_next(211, "b")],
         sink,
-        threshold=3,
-        backoff=10,
-        stop=stop_after_attempt(4),
-        dead_letters=letters.append,
-        endpoint="hook",
+        threshold=0,
+        wait=wait_fixed(2),
+        stop=stop_after_attempt(2),
     )
-    assert sink.attempt_times == [210, 210, 210, 220, 300]
-    assert len(letters) == 1
-    letter = letters[0]
-    assert tuple(letter.events) == ("a",)
-    assert letter.attempts == 4
-    assert isinstance(letter.error, Unreliable)
-    assert str(letter.error) == "attempt 3 failed"  # the last error, not the first
-    assert letter.endpoint == "hook"
-    assert sink.delivered == ["b"]  # the next block goes on
+    dead = [o for o in outcomes if o.kind is K.DEAD_LETTERED]
+    assert [(o.events, o.attempt, str(o.error)) for o in dead] == [(("a",), 2, "attempt 1 failed")]
+    assert sink.attempts == [(210, "a"), (212, "a"), (212, "b"), (214, "b")]
+    assert sink.delivered == ["b"]
 
 
 def test_stop_after_delay_reads_the_virtual_clock() -> None:
     scheduler = TestScheduler()
-    letters: list[DeadLetter] = []
-    sink: HoldingSink[str] = HoldingSink(scheduler, fails=lambda _: True)
-    run(
-        scheduler,
-        [on_next(210, "a")],
-        sink,
-        threshold=1,
-        backoff=10,
-        stop=stop_after_delay(25),
-        dead_letters=letters.append,
-    )
-    assert sink.attempt_times == [210, 220, 230, 240]  # 30 s after the first attempt: stop
-    assert [letter.attempts for letter in letters] == [4]
-
-
-def test_stop_after_delay_counts_from_a_synchronous_sink_s_first_attempt() -> None:
-    # a sink failing inside the call: the delay counts from the first attempt, not a later one
-    scheduler = TestScheduler()
-    letters: list[DeadLetter] = []
-    attempts: list[float] = []
-
-    def failing(_: str) -> None:
-        attempts.append(scheduler.to_seconds(scheduler.now))
-        raise ConnectionError("refused")
-
-    xs = scheduler.create_hot_observable(on_next(210, "a"))
-    pipeline = xs.pipe(
-        retry_with_breaker(
-            1,
-            10,
-            stop=stop_after_delay(25),
-            dead_letters=letters.append,
-            scheduler=scheduler,
-        )
-    )
-    scheduler.schedule_absolute(200, lambda *_: pipeline.subscribe(CallbackSink(failing)))
-    scheduler.start()
-    assert attempts == [210, 220, 230, 240]
-    assert [letter.attempts for letter in letters] == [4]
-
-
-def test_an_error_the_retry_policy_refuses_is_dead_lettered_at_once() -> None:
-    scheduler = TestScheduler()
-    letters: list[DeadLetter] = []
-    errors = [ConnectionError("reset"), ValueError("bad block")]
-    sink: HoldingSink[str] = HoldingSink(scheduler, fails=[True, True], error=lambda n: errors[n])
-    run(
-        scheduler,
-        [on_next(210, "a"), on_next(220, "b")],
-        sink,
-        threshold=3,
-        backoff=10,
-        retry=retry_if_exception_type(ConnectionError),
-        dead_letters=letters.append,
-    )
-    # attempt 1 (ConnectionError) is retried; attempt 2 (ValueError) is refused
-    assert sink.attempt_times == [210, 210, 220]
-    assert [(tuple(letter.events), letter.attempts) for letter in letters] == [(("a",), 2)]
-    assert letters[0].error is errors[1]
-    assert sink.delivered == ["b"]
-
-
-@pytest.mark.parametrize("error_type", [PermanentDeliveryError, EndpointDisabledError])
-def test_permanent_errors_dead_letter_at_once_without_touching_the_breaker(
-    error_type: type[PermanentDeliveryError],
-) -> None:
-    scheduler = TestScheduler()
-    breaker = Breaker(1, 10)
-    letters: list[DeadLetter] = []
-    outcomes: list[Outcome] = []
-    permanent = error_type("gone", status=410)
-    sink: HoldingSink[str] = HoldingSink(scheduler, fails=[True], error=lambda _: permanent)
-    run(
-        scheduler,
-        [on_next(210, "a"), on_next(211, "b")],
-        sink,
-        breaker=breaker,
-        dead_letters=letters.append,
-        outcomes=outcomes.append,
-    )
-    assert sink.attempts == [(210, "a"), (211, "b")]  # no retry, and b is not held back
-    assert [(tuple(letter.events), letter.attempts) for letter in letters] == [(("a",), 1)]
-    assert letters[0].error is permanent
-    assert breaker.failures == 0 and breaker.state is BreakerState.CLOSED
-    # every failed attempt is reported (the last one with no retry), then the dead letter
-    assert [outcome.kind for outcome in outcomes] == [K.FAILED, K.DEAD_LETTERED, K.DELIVERED]
-    assert [(o.status, o.retry_in) for o in outcomes[:2]] == [(410, None), (410, None)]
-
-
-def test_retry_after_delays_the_next_attempt() -> None:
-    scheduler = TestScheduler()
-    outcomes: list[Outcome] = []
-    busy = WebhookStatusError(503, "http://127.0.0.1/hook", reason="Unavailable", retry_after=7)
-    sink: HoldingSink[str] = HoldingSink(scheduler, fails=[True], error=lambda _: busy)
-    run(scheduler, [on_next(210, "a")], sink, threshold=3, backoff=1, outcomes=outcomes.append)
-    # the breaker alone would retry at once; the receiver asked for 7 s
-    assert sink.attempt_times == [210, 217]
-    failed = [outcome for outcome in outcomes if outcome.kind is K.FAILED]
-    assert [(o.status, o.retry_in, o.error) for o in failed] == [(503, 7, busy)]
-
-
-def test_retry_after_shorter_than_the_breaker_does_not_shorten_it() -> None:
-    scheduler = TestScheduler()
-    busy = WebhookStatusError(429, "http://127.0.0.1/hook", retry_after=2)
-    sink: HoldingSink[str] = HoldingSink(scheduler, fails=[True], error=lambda _: busy)
-    run(scheduler, [on_next(210, "a")], sink, threshold=1, backoff=10)
-    assert sink.attempt_times == [210, 220]
-
-
-def test_sink_closed_is_terminal_for_the_block_and_everything_behind_it() -> None:
-    scheduler = TestScheduler()
-    letters: list[DeadLetter] = []
-    sink: HoldingSink[str] = HoldingSink(
-        scheduler, ticks=5, fails=[True], error=lambda _: SINK_CLOSED
-    )
-    run(
-        scheduler,
-        [on_next(210, "a"), on_next(211, "b"), on_next(212, "c"), on_next(300, "d")],
-        sink,
-        threshold=3,
-        backoff=1,
-        dead_letters=letters.append,
-    )
-    assert sink.attempts == [(210, "a")]  # never retried, nothing else attempted
-    assert [(tuple(letter.events), letter.attempts) for letter in letters] == [
-        (("a",), 1),
-        (("b",), 0),
-        (("c",), 0),
-        (("d",), 0),  # arrived after the close was seen: dead-lettered at once
-    ]
-    assert all(letter.error is SINK_CLOSED for letter in letters)
-
-
-def test_sink_closed_behind_a_queue_drains_the_queue_into_dead_letters() -> None:
-    scheduler = TestScheduler()
-    letters: list[DeadLetter] = []
-    failed: list[Any] = []
-    q = queue(scheduler=scheduler, on_failure=lambda item, error: failed.append((item, error)))
-    sink: HoldingSink[str] = HoldingSink(scheduler, fails=[True], error=lambda _: SINK_CLOSED)
-    run(
-        scheduler,
-        [on_next(210, "a"), on_next(210, "b"), on_completed(220)],
-        sink,
-        above=q,
-        dead_letters=letters.append,
-    )
-    assert [tuple(letter.events) for letter in letters] == [("a",), ("b",)]
-    assert failed == [("a", SINK_CLOSED), ("b", SINK_CLOSED)]
-    assert q.pending == 0
-    assert sink.completed  # the pipeline still completes
-
-
-def test_without_dead_letters_a_given_up_block_is_logged(caplog: pytest.LogCaptureFixture) -> None:
-    scheduler = TestScheduler()
-    sink: HoldingSink[str] = HoldingSink(scheduler, fails=[True])
-    with caplog.at_level(logging.ERROR, logger="rxsinks.retry"):
-        run(scheduler, [on_next(210, "a")], sink, stop=stop_after_attempt(1), endpoint="hook")
-    assert any(
-        "hook" in record.getMessage() and "gave up" in record.getMessage()
-        for record in caplog.records
-    )
-
-
-def test_dead_letters_and_outcomes_may_be_observers() -> None:
-    scheduler = TestScheduler()
-    letters: Subject[DeadLetter] = Subject()
-    outcomes: Subject[Outcome] = Subject()
-    got_letters: list[DeadLetter] = []
-    got_outcomes: list[Outcome] = []
-    letters.subscribe(got_letters.append)
-    outcomes.subscribe(got_outcomes.append)
-    sink: HoldingSink[str] = HoldingSink(scheduler, fails=[True])
-    run(
+    sink: ScriptedSink[str] = ScriptedSink(scheduler, fails=lambda n: True)
+    outcomes = run(
         scheduler,
         [on_next(210, "a")],
         sink,
         threshold=0,
-        stop=stop_after_attempt(1),
-        dead_letters=letters,
-        outcomes=outcomes,
+        wait=wait_fixed(3),
+        stop=stop_after_delay(7),
     )
-    assert [letter.attempts for letter in got_letters] == [1]
-    assert [outcome.kind for outcome in got_outcomes] == [K.FAILED, K.DEAD_LETTERED]
-    assert got_outcomes[0].retry_in is None  # the last attempt: no retry follows
+    assert sink.attempt_times == [210, 213, 216, 219]  # 9 ticks after the first: stop
+    assert outcomes[-1].kind is K.DEAD_LETTERED
 
 
-def test_the_outcome_stream() -> None:
+def test_an_error_the_retry_policy_refuses_is_dead_lettered_at_once() -> None:
     scheduler = TestScheduler()
-    outcomes: list[Outcome] = []
-    sink: HoldingSink[Any] = HoldingSink(scheduler, fails=[True, True, True])
-    run(
-        scheduler,
-        [on_next(210, ("a", "b"))],
-        sink,
-        threshold=2,
-        backoff=10,
-        outcomes=outcomes.append,
-        endpoint="hook",
+    sink: ScriptedSink[str] = ScriptedSink(
+        scheduler, fails=[True], error=lambda _: ValueError("not retryable")
     )
-    assert [outcome.kind for outcome in outcomes] == [
-        K.FAILED,
-        K.BREAKER_OPENED,  # the breaker opens on the 2nd failure, reported before it
-        K.FAILED,
-        K.BREAKER_HALF_OPEN,  # 220: the trial attempt
-        K.BREAKER_OPENED,
-        K.FAILED,
-        K.BREAKER_HALF_OPEN,  # 230
-        K.BREAKER_CLOSED,
-        K.DELIVERED,
-    ]
-    failed = [o for o in outcomes if o.kind is K.FAILED]
-    assert [(o.attempt, o.retry_in) for o in failed] == [(1, 0), (2, 10), (3, 10)]
-    assert all(isinstance(o.error, Unreliable) and o.events == ("a", "b") for o in failed)
-    delivered = outcomes[-1]
-    assert (delivered.attempt, delivered.latency, tuple(delivered.events)) == (4, 20, ("a", "b"))
-    assert {o.endpoint for o in outcomes} == {"hook"}
+    outcomes = run(
+        scheduler,
+        [on_next(210, "a")],
+        sink,
+        retry=retry_if_exception_type(Unreliable),
+    )
+    assert sink.attempt_times == [210]
+    assert [o.kind for o in outcomes] == [K.FAILED, K.DEAD_LETTERED]
+    assert outcomes[0].retry_in is None
 
 
-def test_breaker_outcomes_stop_when_the_stream_ends() -> None:
+def test_permanent_errors_dead_letter_at_once_without_touching_the_breaker() -> None:
     scheduler = TestScheduler()
-    shared = Breaker(1, 10)
-    outcomes: list[Outcome] = []
-    sink: HoldingSink[str] = HoldingSink(scheduler)
-    run(
+    breaker = Breaker(1, 100)
+    sink: ScriptedSink[str] = ScriptedSink(
         scheduler,
-        [on_next(210, "a"), on_completed(211)],
-        sink,
-        breaker=shared,
-        outcomes=outcomes.append,
+        fails=[True],
+        error=lambda _: PermanentDeliveryError("422: never", status=422),
     )
-    shared.record_failure(500.0)  # the lane finished: it no longer listens to the breaker
-    assert [outcome.kind for outcome in outcomes] == [K.DELIVERED]
+    xs = scheduler.create_hot_observable(on_next(210, "a"), on_next(211, "b"))
+    outcomes: list[Outcome] = []
+    stage = deliver(sink, retry=retry_with_breaker(breaker=breaker, scheduler=scheduler))
+    scheduler.schedule_absolute(200, lambda *_: xs.pipe(stage).subscribe(outcomes.append))
+    scheduler.start()
+    assert [o.kind for o in outcomes] == [K.FAILED, K.DEAD_LETTERED, K.DELIVERED]
+    assert outcomes[1].status == 422
+    assert breaker.state is BreakerState.CLOSED and breaker.failures == 0
+    assert sink.attempt_times == [210, 211]  # b went at once: the breaker never opened
+
+
+def test_retry_after_delays_the_next_attempt() -> None:
+    scheduler = TestScheduler()
+    sink: ScriptedSink[str] = ScriptedSink(
+        scheduler,
+        fails=[True],
+        error=lambda _: WebhookStatusError(503, "http://x", retry_after=30),
+    )
+    run(scheduler, [on_next(210, "a")], sink, threshold=10, backoff=1)
+    assert sink.attempt_times == [210, 240]
+
+
+def test_retry_after_shorter_than_the_breaker_does_not_shorten_it() -> None:
+    scheduler = TestScheduler()
+    sink: ScriptedSink[str] = ScriptedSink(
+        scheduler,
+        fails=[True],
+        error=lambda _: WebhookStatusError(429, "http://x", retry_after=1),
+    )
+    run(scheduler, [on_next(210, "a")], sink, threshold=1, backoff=10)
+    assert sink.attempt_times == [210, 220]
 
 
 # -- backoff bounds: go-events' ExponentialBackoff expressed with tenacity ---------------------
@@ -437,15 +215,13 @@ GO_EVENTS_BOUNDS = wait_fixed(1) + wait_exponential(multiplier=1, exp_base=2, ma
 
 def test_exponential_backoff_bounds_measured_in_virtual_time() -> None:
     scheduler = TestScheduler()
-    outcomes: list[Outcome] = []
-    sink: HoldingSink[str] = HoldingSink(scheduler, fails=[True] * 7 + [False, True])
-    run(
+    sink: ScriptedSink[str] = ScriptedSink(scheduler, fails=[True] * 7 + [False, True])
+    outcomes = run(
         scheduler,
         [on_next(210, "a"), on_next(400, "b")],
         sink,
         threshold=0,
         wait=GO_EVENTS_BOUNDS,
-        outcomes=outcomes.append,
     )
     times = sink.attempt_times
     waits = [later - earlier for earlier, later in itertools.pairwise(times[:8])]
@@ -455,6 +231,68 @@ def test_exponential_backoff_bounds_measured_in_virtual_time() -> None:
     # starts the progression again
     assert times[8:] == [400, 402]
     assert sink.delivered == ["a", "b"]
+
+
+# -- the operator form: a cold observable of one delivery -------------------------------------
+
+
+def test_the_operator_re_subscribes_a_cold_delivery_through_the_breaker() -> None:
+    scheduler = TestScheduler()
+    attempts: list[float] = []
+
+    def post() -> reactivex.Observable[Any]:
+        def subscribe(observer: Any, _: Any = None) -> Any:
+            attempts.append(scheduler.clock)
+            if len(attempts) < 4:
+                observer.on_error(Unreliable("down"))
+            else:
+                observer.on_next("ok")
+                observer.on_completed()
+
+        return reactivex.create(subscribe)
+
+    results = scheduler.start(
+        lambda: post().pipe(retry_with_breaker(2, 10, scheduler=scheduler)), created=0
+    )
+    assert attempts == [200, 200, 210, 220]
+    assert [message.value.kind for message in results.messages] == ["N", "C"]
+
+
+def test_the_operator_in_a_concat_map_pipeline_the_reactor_way() -> None:
+    scheduler = TestScheduler()
+    calls: list[tuple[float, str]] = []
+
+    def post(block: str) -> reactivex.Observable[Any]:
+        def subscribe(observer: Any, _: Any = None) -> Any:
+            calls.append((scheduler.clock, block))
+            if len(calls) == 1:
+                observer.on_error(Unreliable("first"))
+            else:
+                observer.on_completed()
+
+        return reactivex.create(subscribe)
+
+    policy = retry_with_breaker(1, 5, scheduler=scheduler)
+    xs = scheduler.create_hot_observable(on_next(210, "a"), on_next(211, "b"), on_completed(212))
+    scheduler.start(lambda: xs.pipe(ops.concat_map(lambda b: post(b).pipe(policy))))
+    assert calls == [(210, "a"), (215, "a"), (215, "b")]
+
+
+def test_the_operator_gives_up_with_the_last_error() -> None:
+    scheduler = TestScheduler()
+    boom = Unreliable("always")
+    results = scheduler.start(
+        lambda: reactivex.throw(boom).pipe(
+            retry_with_breaker(0, stop=stop_after_attempt(3), scheduler=scheduler)
+        )
+    )
+    assert results.messages == [on_error(200, boom)]
+
+
+def test_the_operator_refuses_a_hot_source() -> None:
+    for hot in (Subject(), EventSubject(), EventSubject().pipe(ops.map(lambda e: e))):
+        with pytest.raises(TypeError, match="lost, not repeated"):
+            hot.pipe(retry_with_breaker())
 
 
 # -- the reference catalogue (real threads, a real loop, real time) ----------------------------
@@ -474,32 +312,31 @@ class FlakyCount:
             raise Unreliable(f"attempt {attempt} failed")
 
 
-async def _retry_catalogue(operator: Any) -> tuple[list[str], list[str], FlakyCount]:
+async def _retry_catalogue(policy: Any) -> tuple[list[str], list[str], FlakyCount, list[Any]]:
     subject = EventSubject()
-    accepted: CollectingSink[Event] = CollectingSink()
-    delivered: CollectingSink[Event] = CollectingSink()
-    letters: list[DeadLetter] = []
+    accepted: list[Event] = []
+    delivered: list[Event] = []
     flaky = FlakyCount(always=10)
 
-    def deliver(event: Event) -> None:
+    def post(event: Event) -> None:
         flaky(event)
-        delivered.on_next(event)
+        delivered.append(event)
 
-    subject.subscribe(accepted)
-    subject.pipe(queue(), operator(letters.append)).subscribe(CallbackSink(deliver))
+    outcomes: list[Outcome] = []
+    subject.subscribe(accepted.append)
+    subject.pipe(deliver(post, retry=policy)).subscribe(outcomes.append)
     writers = 100
     events = [make_event(i) for i in range(writers)]
     await run_threads(writers, lambda i: subject.on_next(events[i]))
     report = await subject.aclose(60)
     assert report.flushed
-    assert letters == []
-    return ids(accepted.items), ids(delivered.items), flaky
+    dead = [o for o in outcomes if o.kind is K.DEAD_LETTERED]
+    return ids(accepted), ids(delivered), flaky, dead
 
 
 async def test_catalogue_retrying_sink_with_breaker() -> None:
-    accepted, delivered, flaky = await _retry_catalogue(
-        lambda letters: retry_with_breaker(3, 0.01, dead_letters=letters)
-    )
+    accepted, delivered, flaky, dead = await _retry_catalogue(retry_with_breaker(3, 0.01))
+    assert dead == []
     assert len(delivered) == 100
     assert len(set(delivered)) == 100  # no duplicates, no loss
     assert delivered == accepted  # in the order the writes were accepted
@@ -507,126 +344,36 @@ async def test_catalogue_retrying_sink_with_breaker() -> None:
 
 
 async def test_catalogue_retrying_sink_with_exponential_wait_and_no_breaker() -> None:
-    accepted, delivered, _ = await _retry_catalogue(
-        lambda letters: retry_with_breaker(
-            0,
-            wait=wait_random_exponential(multiplier=0.001, max=0.005),
-            dead_letters=letters,
-        )
+    accepted, delivered, _, dead = await _retry_catalogue(
+        retry_with_breaker(0, wait=wait_random_exponential(multiplier=0.001, max=0.005))
     )
+    assert dead == []
     assert len(delivered) == 100
     assert len(set(delivered)) == 100
     assert delivered == accepted
 
 
-async def test_retry_on_the_running_loop_by_default() -> None:
-    sink: CollectingSink[str] = CollectingSink()
-    attempts: list[str] = []
-
-    def flaky(value: str) -> None:
-        attempts.append(value)
-        if len(attempts) < 3:
-            raise Unreliable("not yet")
-        sink.on_next(value)
-
-    source: Subject[str] = Subject()
-    source.pipe(retry_with_breaker(1, 0.001)).subscribe(CallbackSink(flaky))
-    source.on_next("a")
-    await sink.wait_for(1, timeout=10)
-    assert attempts == ["a", "a", "a"]
-
-
-# -- close semantics and validation -----------------------------------------------------------
-
-
-def test_a_write_after_completion_is_dead_lettered_as_sink_closed() -> None:
-    scheduler = TestScheduler()
-    letters: list[DeadLetter] = []
-    raw: RawSource[str] = RawSource()
-    sink: HoldingSink[str] = HoldingSink(scheduler)
-    raw.pipe(retry_with_breaker(scheduler=scheduler, dead_letters=letters.append)).subscribe(sink)
-    lane = raw.observer
-    lane.on_completed()
-    lane.on_next("late")  # a retry stage never raises into its upstream: it dead-letters
-    lane.on_completed()  # second close harmless
-    assert [(tuple(letter.events), letter.error) for letter in letters] == [
-        (("late",), SINK_CLOSED)
-    ]
-    assert sink.attempts == []
-    assert sink.completed
+# -- validation -------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("args", "kwargs", "error", "match"),
+    ("kwargs", "message"),
     [
-        ((-1,), {}, ValueError, "threshold"),
-        ((2.5,), {}, ValueError, "threshold"),
-        ((3, -1.0), {}, ValueError, "backoff"),
-        ((), {"stop": 5}, TypeError, "stop"),
-        ((), {"wait": "1s"}, TypeError, "wait"),
-        ((), {"retry": True}, TypeError, "retry"),
-        ((), {"dead_letters": 42}, TypeError, "observer or a callable"),
-        ((), {"outcomes": "log"}, TypeError, "observer or a callable"),
+        ({"threshold": -1}, "threshold"),
+        ({"threshold": 1.5}, "threshold"),
+        ({"threshold": True}, "threshold"),
+        ({"backoff": -1}, "backoff"),
+        ({"breaker": "no"}, "Breaker"),
+        ({"stop": 3}, "stop must be a tenacity strategy"),
+        ({"wait": "x"}, "wait must be a tenacity strategy"),
     ],
 )
-def test_bad_arguments_raise_when_the_operator_is_built(
-    args: tuple[Any, ...], kwargs: dict[str, Any], error: type[Exception], match: str
-) -> None:
-    with pytest.raises(error, match=match):
-        retry_with_breaker(*args, **kwargs)
+def test_bad_arguments_raise_when_the_policy_is_built(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises((TypeError, ValueError), match=message):
+        retry_with_breaker(**kwargs)
 
 
-def test_success_on_the_first_attempt_reports_latency_zero() -> None:
-    scheduler = TestScheduler()
-    outcomes: list[Outcome] = []
-    sink: HoldingSink[str] = HoldingSink(scheduler, ticks=3)
-    run(scheduler, [on_next(210, "a")], sink, outcomes=outcomes.append)
-    assert [(o.kind, o.attempt, o.latency) for o in outcomes] == [(K.DELIVERED, 1, 3)]
-
-
-def test_asyncio_delivery_failure_in_a_coroutine_is_retried() -> None:
-    async def main() -> list[str]:
-        got: list[str] = []
-        calls = 0
-
-        async def deliver(value: str) -> None:
-            nonlocal calls
-            calls += 1
-            await asyncio.sleep(0)
-            if calls == 1:
-                raise Unreliable("first")
-            got.append(value)
-
-        subject: Subject[str] = Subject()
-        done = asyncio.get_running_loop().create_future()
-        subject.pipe(retry_with_breaker(3, 0.001)).subscribe(
-            CallbackSink(deliver, on_completed=lambda: done.set_result(None))
-        )
-        subject.on_next("a")
-        subject.on_completed()
-        await asyncio.wait_for(done, 10)
-        return got
-
-    assert asyncio.run(main()) == ["a"]
-
-
-@pytest.mark.parametrize("report", ["dead_letters", "outcomes"])
-def test_a_raising_report_callback_never_wedges_the_stage(
-    report: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    def broken(_: Any) -> None:
-        raise RuntimeError("report bug")
-
-    scheduler = TestScheduler()
-    sink: HoldingSink[str] = HoldingSink(scheduler, ticks=1, fails=[True])
-    with caplog.at_level(logging.ERROR, logger="rxsinks.retry"):
-        run(
-            scheduler,
-            [on_next(210, "a"), on_next(210, "b"), on_completed(220)],
-            sink,
-            stop=stop_after_attempt(1),
-            **{report: broken},
-        )
-    assert sink.delivered == ["b"]  # a was given up on, b went on
-    assert sink.completed
-    assert any("raised" in record.getMessage() for record in caplog.records)
+def test_a_policy_reads_back_as_it_was_written() -> None:
+    policy = retry_with_breaker(3, 0.5, stop=stop_after_attempt(20))
+    assert repr(policy).startswith("retry_with_breaker(3, 0.5, stop=")
+    assert isinstance(policy, rxsinks.RetryWithBreaker)

@@ -1,4 +1,4 @@
-"""Tests of rxsinks._sinks: the callback sink's outcomes and flushing, the collecting sink."""
+"""Tests of rxsinks._sinks: the callback sink's calls and completion, the collecting sink."""
 
 from __future__ import annotations
 
@@ -7,174 +7,118 @@ import logging
 from typing import Any
 
 import pytest
+import reactivex
+from reactivex import operators as ops
 
-from rxsinks._exceptions import SINK_CLOSED, SinkClosedError
-from rxsinks._flow import FlushGroup, emit, join_flush
+from rxsinks._deliver import deliver
 from rxsinks._sinks import CallbackSink, CollectingSink
 from tests.fakes import Unreliable, check_close
-
-
-class Settled:
-    """Records what ``emit`` reports."""
-
-    def __init__(self) -> None:
-        self.calls: list[BaseException | None] = []
-
-    def __call__(self, error: BaseException | None) -> None:
-        self.calls.append(error)
-
 
 # -- CallbackSink -----------------------------------------------------------------------------
 
 
-def test_sync_function_outcome_is_the_delivery_outcome() -> None:
+def test_a_plain_function_is_called_with_each_item_at_once() -> None:
     seen: list[int] = []
-    boom = Unreliable("no")
-
-    def deliver(value: int) -> None:
-        if value < 0:
-            raise boom
-        seen.append(value)
-
-    sink: CallbackSink[int] = CallbackSink(deliver)
-    ok, failed = Settled(), Settled()
-    emit(sink, 1, ok)
-    emit(sink, -1, failed)  # the error travels in the settle, never out of on_next
-    assert seen == [1]
-    assert ok.calls == [None]
-    assert failed.calls == [boom]
+    sink = CallbackSink(seen.append)
+    sink.on_next(1)
+    sink.on_next(2)
+    assert seen == [1, 2]
 
 
-def test_without_an_offer_errors_are_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
-    def deliver(_: int) -> None:
-        raise Unreliable("logged")
+def test_a_raising_function_is_logged_never_raised(caplog: pytest.LogCaptureFixture) -> None:
+    def broken(_: int) -> None:
+        raise Unreliable("nope")
 
-    sink: CallbackSink[int] = CallbackSink(deliver)
-    with caplog.at_level(logging.ERROR, logger="rxsinks.sinks"):
-        sink.on_next(1)
-    assert any("logged" in record.getMessage() for record in caplog.records)
+    sink = CallbackSink(broken)
+    with caplog.at_level(logging.WARNING, logger="rxsinks.sinks"):
+        sink.on_next(1)  # does not raise
+    assert "nope" in caplog.text and "1 event(s)" in caplog.text
 
 
 def test_a_coroutine_function_outside_a_loop_is_a_clear_failure(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # nothing would ever run the coroutine: the item fails, never vanishes
-    async def deliver(_: int) -> None:
-        raise AssertionError("never runs")
+    async def post(_: int) -> None:
+        pass
 
-    sink: CallbackSink[int] = CallbackSink(deliver)
-    settled = Settled()
-    emit(sink, 1, settled)
-    (error,) = settled.calls
-    assert isinstance(error, RuntimeError)
-    assert "deliver() returned an awaitable outside a running asyncio event loop" in str(error)
-    with caplog.at_level(logging.ERROR, logger="rxsinks.sinks"):
-        sink.on_next(2)  # no offer: logged
+    sink = CallbackSink(post)
+    with caplog.at_level(logging.WARNING, logger="rxsinks.sinks"):
+        sink.on_next(1)
     assert "outside a running asyncio event loop" in caplog.text
 
 
-async def test_a_coroutine_function_is_awaited_before_the_item_counts_as_delivered() -> None:
-    gate = asyncio.Event()
-    seen: list[int] = []
-
-    async def deliver(value: int) -> None:
-        await gate.wait()
-        if value < 0:
-            raise Unreliable("async no")
-        seen.append(value)
-
-    sink: CallbackSink[int] = CallbackSink(deliver)
-    ok, failed = Settled(), Settled()
-    emit(sink, 1, ok)
-    emit(sink, -1, failed)
-    assert ok.calls == [] and failed.calls == []  # held until the coroutines finish
-    gate.set()
-    for _ in range(5):
-        await asyncio.sleep(0)
-    assert ok.calls == [None]
-    assert len(failed.calls) == 1 and isinstance(failed.calls[0], Unreliable)
-    assert seen == [1]
-
-
-async def test_a_cancelled_delivery_is_a_failed_one() -> None:
-    started = asyncio.Event()
-
-    async def deliver(_: int) -> None:
-        started.set()
-        await asyncio.Event().wait()
-
-    sink: CallbackSink[int] = CallbackSink(deliver)
-    settled = Settled()
-    emit(sink, 1, settled)
-    await started.wait()
-    (task,) = sink._tasks
-    task.cancel()
-    for _ in range(3):
-        await asyncio.sleep(0)
-    assert len(settled.calls) == 1 and isinstance(settled.calls[0], asyncio.CancelledError)
-
-
-async def test_completion_waits_for_running_deliveries_and_joins_the_flush() -> None:
+async def test_completion_waits_for_running_calls_then_calls_on_completed_once() -> None:
     gate = asyncio.Event()
     finished: list[str] = []
+    completions: list[str] = []
 
-    async def deliver(_: int) -> None:
+    async def post(item: str) -> None:
         await gate.wait()
+        finished.append(item)
 
-    sink: CallbackSink[int] = CallbackSink(deliver, on_completed=lambda: finished.append("done"))
-    sink.on_next(1)
-    sink.on_next(2)
-    group = FlushGroup()
-    with group.active():
-        sink.on_completed()
-    assert finished == []
-    assert (group.flushing, group.remaining()) == (1, 2)
+    sink = CallbackSink(post, on_completed=lambda: completions.append("done"))
+    drained: list[bool] = []
+    sink.drained.subscribe(on_completed=lambda: drained.append(True))
+    sink.on_next("a")
+    sink.on_next("b")
+    assert sink.pending == 2
+    sink.on_completed()
+    sink.on_completed()  # twice: harmless
+    await asyncio.sleep(0.01)
+    assert completions == [] and drained == []
     gate.set()
-    for _ in range(5):
-        await asyncio.sleep(0)
-    assert finished == ["done"]
-    assert group.flushing == 0
+    for _ in range(100):
+        if drained:
+            break
+        await asyncio.sleep(0.01)
+    assert sorted(finished) == ["a", "b"]
+    assert completions == ["done"] and drained == [True]
 
 
-def test_completion_with_nothing_running_finishes_at_once() -> None:
-    finished: list[str] = []
-    sink: CallbackSink[int] = CallbackSink(
-        lambda _: None, on_completed=lambda: finished.append("x")
+async def test_an_upstream_error_calls_on_error_not_on_completed() -> None:
+    errors: list[Exception] = []
+    completions: list[str] = []
+    sink = CallbackSink(
+        lambda _: None,
+        on_completed=lambda: completions.append("done"),
+        on_error=errors.append,
     )
-    group = FlushGroup()
-    with group.active():
-        sink.on_completed()
-        assert join_flush() is not None  # the group is still current here
-    sink.on_completed()  # twice: harmless, the callback runs once
-    assert finished == ["x"]
+    boom = RuntimeError("upstream")
+    reactivex.concat(reactivex.of(1), reactivex.throw(boom)).subscribe(sink)
+    assert errors == [boom] and completions == []
+
+
+def test_an_upstream_error_without_on_error_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    sink = CallbackSink(lambda _: None)
+    with caplog.at_level(logging.ERROR, logger="rxsinks.sinks"):
+        sink.on_error(RuntimeError("upstream"))
+    assert "the stream failed: upstream" in caplog.text
+
+
+async def test_an_observable_result_is_subscribed_and_counted_until_it_ends() -> None:
+    sink = CallbackSink(lambda item: reactivex.timer(0.01).pipe(ops.ignore_elements()))
+    drained: list[bool] = []
+    sink.drained.subscribe(on_completed=lambda: drained.append(True))
+    sink.on_next(1)
+    assert sink.pending == 1
+    sink.on_completed()
+    for _ in range(100):
+        if drained:
+            break
+        await asyncio.sleep(0.01)
+    assert drained == [True] and sink.pending == 0
 
 
 def test_callback_sink_close_semantics() -> None:
-    calls: list[int] = []
-    sink: CallbackSink[int] = CallbackSink(calls.append)
+    sink = CallbackSink(lambda _: None)
     check_close(lambda: sink.on_next(1), sink.on_completed)
-    settled = Settled()
-    emit(sink, 2, settled)  # with a handoff on offer: settled as closed instead of raising
-    assert settled.calls == [SINK_CLOSED]
-    assert calls == []
 
 
-def test_on_error_logs_and_completes(caplog: pytest.LogCaptureFixture) -> None:
-    finished: list[str] = []
-    sink: CallbackSink[int] = CallbackSink(
-        lambda _: None, on_completed=lambda: finished.append("x")
-    )
-    with caplog.at_level(logging.ERROR, logger="rxsinks.sinks"):
-        sink.on_error(RuntimeError("stream broke"))
-    assert finished == ["x"]
-    assert any("stream broke" in record.getMessage() for record in caplog.records)
-    with pytest.raises(SinkClosedError):
-        sink.on_next(1)
-
-
-def test_callback_sink_needs_a_callable() -> None:
+def test_callback_sink_needs_callables() -> None:
     with pytest.raises(TypeError, match="callable"):
         CallbackSink(42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="on_completed must be callable"):
+        CallbackSink(print, on_completed=1)  # type: ignore[arg-type]
 
 
 # -- CollectingSink ---------------------------------------------------------------------------
@@ -196,6 +140,12 @@ def test_collecting_sink_close_semantics() -> None:
     check_close(lambda: sink.on_next(2), sink.on_completed)
     assert sink.items == [1]
     assert sink.completed and sink.error is None
+
+
+async def test_a_collecting_sink_is_a_sink_for_deliver_too() -> None:
+    sink: CollectingSink[str] = CollectingSink()
+    await reactivex.of("a", "b").pipe(deliver(sink), ops.to_list())
+    assert sink.items == ["a", "b"]
 
 
 def test_collecting_sink_keeps_the_error() -> None:

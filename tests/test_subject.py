@@ -8,11 +8,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from reactivex import operators as ops
+from reactivex.scheduler import ThreadPoolScheduler
 
 from rxsinks._batch import batch
+from rxsinks._deliver import deliver
 from rxsinks._event import Event
 from rxsinks._exceptions import SINK_CLOSED, SinkClosedError
-from rxsinks._queue import queue
 from rxsinks._retry import retry_with_breaker
 from rxsinks._sinks import CallbackSink, CollectingSink
 from rxsinks._subject import CloseReport, EventSubject
@@ -51,7 +53,7 @@ async def test_eight_threads_at_once_nothing_lost_order_kept() -> None:
     sink: CollectingSink[Event] = CollectingSink()
     through_queue: CollectingSink[Event] = CollectingSink()
     subject.subscribe(sink)
-    subject.pipe(queue()).subscribe(through_queue)
+    subject.pipe(deliver(through_queue)).subscribe()
     threads, each = 8, 1500
     blocks = [[make_event(t * each + i) for i in range(each)] for t in range(threads)]
 
@@ -124,11 +126,11 @@ async def test_close_then_aclose_wait_for_the_same_flush() -> None:
     gate = asyncio.Event()
     done: list[str] = []
 
-    async def deliver(event: Event) -> None:
+    async def post(event: Event) -> None:
         await gate.wait()
         done.append(event.id)
 
-    subject.pipe(queue()).subscribe(CallbackSink(deliver))
+    subject.pipe(deliver(post)).subscribe()
     subject.write(make_event(1), make_event(2))
     subject.close()  # does not wait
     assert done == []
@@ -146,10 +148,10 @@ async def test_aclose_reports_what_a_stuck_pipeline_still_holds() -> None:
         await gate.wait()
         delivered.append(event.id)
 
-    subject.pipe(queue()).subscribe(CallbackSink(stuck))
+    subject.pipe(deliver(stuck)).subscribe()
     subject.write(*(make_event(i) for i in range(3)))
     report = await subject.aclose(0.05)
-    # one in flight and two buffered in the queue, which has not passed completion on yet
+    # one in flight and two buffered in the delivery stage, which has not completed yet
     assert report == CloseReport(flushed=False, remaining=3, stages=1)
     gate.set()
     assert await subject.aclose(10) == CloseReport(flushed=True)
@@ -174,7 +176,8 @@ async def test_aclose_counts_the_running_deliveries_of_an_unqueued_sink() -> Non
 async def test_on_error_fails_every_pipeline_after_it_flushed() -> None:
     subject = EventSubject()
     sink: CollectingSink[Event] = CollectingSink()
-    subject.pipe(queue()).subscribe(sink)
+    errors: list[Exception] = []
+    subject.pipe(deliver(sink)).subscribe(on_error=errors.append)
     subject.on_next(make_event(1))
     boom = RuntimeError("producer failed")
     subject.on_error(boom)
@@ -183,7 +186,7 @@ async def test_on_error_fails_every_pipeline_after_it_flushed() -> None:
         subject.on_next(make_event(2))
     assert (await subject.aclose(10)).flushed
     assert ids(sink.items) == ["e1"]
-    assert sink.error is boom
+    assert errors == [boom]  # after the delivery
 
 
 async def test_on_completed_is_close() -> None:
@@ -272,8 +275,8 @@ async def test_close_reports_count_events_not_blocks(retrying: bool) -> None:
     async def stuck(_: tuple[Event, ...]) -> None:
         await gate.wait()
 
-    if retrying:  # the retry stage holds the blocks: one in flight, one waiting
-        subject.pipe(batch(5), retry_with_breaker()).subscribe(CallbackSink(stuck))
+    if retrying:  # the delivery stage holds the blocks: one in flight, one waiting
+        subject.pipe(batch(5), deliver(stuck, retry=retry_with_breaker())).subscribe()
     else:  # the sink holds them: two deliveries running
         subject.pipe(batch(5)).subscribe(CallbackSink(stuck))
     subject.write(*(make_event(i) for i in range(10)))
@@ -281,3 +284,76 @@ async def test_close_reports_count_events_not_blocks(retrying: bool) -> None:
     assert (report.flushed, report.remaining, report.stages) == (False, 10, 1)
     gate.set()
     assert (await subject.aclose(10)).flushed
+
+
+def test_a_re_entrant_write_without_a_loop_neither_deadlocks_nor_reorders() -> None:
+    subject = EventSubject()
+    first: list[str] = []
+    second: list[str] = []
+
+    def echo(event: Event) -> None:
+        first.append(event.id)
+        if event.id == "e1":
+            subject.on_next(make_event(2))  # from inside a member, no loop anywhere
+
+    subject.subscribe(echo)
+    subject.subscribe(lambda event: second.append(event.id))
+    subject.on_next(make_event(1))
+    assert first == ["e1", "e2"]
+    assert second == ["e1", "e2"]  # never e2 before e1
+
+
+async def test_a_re_entrant_write_on_the_loop_reaches_every_member_in_order() -> None:
+    subject = EventSubject()
+    first: list[str] = []
+    second: list[str] = []
+
+    def echo(event: Event) -> None:
+        first.append(event.id)
+        if event.id == "e1":
+            subject.on_next(make_event(2))
+
+    subject.subscribe(echo)
+    subject.subscribe(lambda event: second.append(event.id))
+    subject.on_next(make_event(1))
+    assert (await subject.aclose(10)).flushed
+    assert first == second == ["e1", "e2"]
+
+
+async def test_write_after_close_raises_even_with_no_events() -> None:
+    subject = EventSubject()
+    await subject.aclose(1)
+    with pytest.raises(SinkClosedError):
+        subject.write()
+
+
+async def test_the_same_observer_twice_is_two_subscriptions() -> None:
+    subject = EventSubject()
+    sink: CollectingSink[Event] = CollectingSink()
+    first = subject.subscribe(sink)
+    subject.subscribe(sink)
+    subject.on_next(make_event(1))
+    first.dispose()
+    subject.on_next(make_event(2))
+    assert ids(sink.items) == ["e1", "e1", "e2"]
+
+
+async def test_aclose_waits_for_an_async_callback_sink_behind_observe_on() -> None:
+    subject = EventSubject()
+    delivered: list[str] = []
+
+    async def post(event: Event) -> None:
+        await asyncio.sleep(0.01)
+        delivered.append(event.id)
+
+    completions: list[str] = []
+    subject.pipe(ops.observe_on(ThreadPoolScheduler(1))).subscribe(
+        CallbackSink(post, on_completed=lambda: completions.append("done"))
+    )
+    subject.write(make_event(1), make_event(2), make_event(3))
+    # the observer is handed the events on a pool thread, and runs them on the loop that
+    # subscribed it: aclose waits for its last call, then for its drained signal
+    report = await subject.aclose(10)
+    assert report.flushed
+    assert sorted(delivered) == ["e1", "e2", "e3"]
+    assert completions == ["done"]

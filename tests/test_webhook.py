@@ -17,9 +17,11 @@ from typing import Any
 import pytest
 import reactivex
 import trustme
+from reactivex import operators as ops
 from standardwebhooks import Webhook
 
 from rxsinks import _webhook
+from rxsinks._deliver import deliver
 from rxsinks._event import MEDIA_TYPE_V1, MEDIA_TYPE_V2, Event, encode_envelope
 from rxsinks._exceptions import (
     SINK_CLOSED,
@@ -28,7 +30,8 @@ from rxsinks._exceptions import (
     PermanentDeliveryError,
     WebhookStatusError,
 )
-from rxsinks._flow import FlushGroup, emit
+from rxsinks._retry import retry_with_breaker
+from rxsinks._sinks import CallbackSink
 from rxsinks._webhook import MAX_REDIRECTS, Attempt, WebhookSink, parse_retry_after
 from tests.conftest import MakeReceiver, Receiver
 
@@ -91,10 +94,12 @@ async def make_sink(make_receiver: MakeReceiver) -> AsyncIterator[MakeSink]:
 
 
 async def settle(sink: WebhookSink, block: Any) -> BaseException | None:
-    """Write ``block`` through the handoff protocol and wait for the sink to settle it."""
-    outcome: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
-    emit(sink, block, outcome.set_result)
-    return await outcome
+    """Deliver ``block`` once through the sink contract; the error it raised, or None."""
+    try:
+        await sink.deliver(block)
+    except Exception as exc:
+        return exc
+    return None
 
 
 # --------------------------------------------------------------------------- reference table
@@ -381,7 +386,7 @@ async def test_410_disables_the_sink(
         with pytest.raises(EndpointDisabledError):
             await sink.send(make_events(1))
         assert isinstance(await settle(sink, make_events(2)), EndpointDisabledError)
-        sink.on_next(make_events(1))  # fire and forget: no second warning
+        CallbackSink(sink.deliver).on_next(make_events(1))  # fire and forget: no 2nd warning
         await asyncio.sleep(0)
     assert len(receiver.requests) == 1
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
@@ -433,8 +438,14 @@ async def test_credentials_never_appear_in_repr_logs_or_errors(
     with caplog.at_level(logging.DEBUG, logger="rxsinks"):
         errors.append(await settle(sink, make_events(1)))
         errors.append(await settle(in_url, make_events(1)))
-        sink.on_next(make_events(2))  # fire and forget: the failures are logged
-        in_url.on_next(make_events(2))
+        fire = [CallbackSink(sink.deliver), CallbackSink(in_url.deliver)]
+        for forget in fire:  # fire and forget: the failures are logged
+            forget.on_next(make_events(2))
+        await asyncio.sleep(0)
+        for _ in range(200):
+            if not any(forget.pending for forget in fire):
+                break
+            await asyncio.sleep(0.01)
         await sink.aclose()
         await in_url.aclose()
     assert len(receiver.requests) == 4
@@ -494,7 +505,6 @@ async def test_close_is_idempotent_and_later_writes_fail_with_sink_closed(
     await sink.send(make_events(1))
     await sink.aclose()
     await sink.aclose()
-    sink.on_completed()
     assert sink.closed
     with pytest.raises(type(SINK_CLOSED)) as info:
         await sink.send(make_events(1))
@@ -506,7 +516,6 @@ async def test_close_is_idempotent_and_later_writes_fail_with_sink_closed(
 async def test_closing_an_unused_sink_needs_no_loop_work() -> None:
     sink = WebhookSink("http://127.0.0.1:9/hook")
     await sink.aclose()
-    sink.on_completed()
     assert sink.closed
 
 
@@ -680,12 +689,15 @@ def test_bad_tls_files_are_named(
         WebhookSink("https://127.0.0.1/", ca_file=ca_file, verify_tls=False)
 
 
-# --------------------------------------------------------------------------- the observer
+# --------------------------------------------------------------------------- the sink contract
 
 
-async def test_on_next_settles_the_handoff(receiver: Receiver, make_sink: MakeSink) -> None:
+async def test_deliver_returns_the_attempt_or_raises_why_not(
+    receiver: Receiver, make_sink: MakeSink
+) -> None:
     sink = make_sink(receiver.url())
-    assert await settle(sink, make_events(2)) is None
+    attempt = await sink.deliver(make_events(2))
+    assert attempt.ok and attempt.status == 200 and attempt.events == 2
     receiver.answer_next(500)
     error = await settle(sink, make_events(1))
     assert isinstance(error, WebhookStatusError) and error.status == 500
@@ -693,25 +705,24 @@ async def test_on_next_settles_the_handoff(receiver: Receiver, make_sink: MakeSi
     assert len(receiver.events) == 2
 
 
-async def test_on_next_holds_until_the_post_is_over(
+async def test_aclose_waits_for_the_deliveries_running(
     receiver: Receiver, make_sink: MakeSink
 ) -> None:
     sink = make_sink(receiver.url(delay=0.05))
-    outcomes: list[BaseException | None] = []
-    emit(sink, make_events(3), outcomes.append)
-    assert outcomes == []  # held: the POST has not finished
+    running = asyncio.ensure_future(sink.deliver(make_events(3)))
+    await asyncio.sleep(0.01)
     assert sink.in_flight == 3
     await sink.aclose()  # waits for it
-    assert outcomes == [None]
+    assert running.done() and running.result().ok
     assert len(receiver.events) == 3
+    assert await settle(sink, make_events(1)) is SINK_CLOSED
 
 
-async def test_an_empty_block_settles_at_once_without_a_request(
+async def test_an_empty_block_is_delivered_at_once_without_a_request(
     receiver: Receiver, make_sink: MakeSink
 ) -> None:
-    outcomes: list[BaseException | None] = []
-    emit(make_sink(receiver.url()), (), outcomes.append)
-    assert outcomes == [None]
+    attempt = await make_sink(receiver.url()).deliver(())
+    assert attempt.events == 0
     assert receiver.requests == []
 
 
@@ -721,67 +732,40 @@ async def test_a_block_that_is_not_a_sequence_of_events_is_permanent(
     sink = make_sink(receiver.url())
     assert isinstance(await settle(sink, 42), PermanentDeliveryError)
     assert isinstance(await settle(sink, [{"id": "not an Event"}]), PermanentDeliveryError)
+    assert isinstance(await settle(sink, "abc"), PermanentDeliveryError)
     assert receiver.requests == []
 
 
-async def test_on_next_outside_the_loop_settles_with_an_error(
+async def test_a_delivery_stage_retries_the_webhook_and_records_its_status(
     receiver: Receiver, make_sink: MakeSink
 ) -> None:
     sink = make_sink(receiver.url())
-    outcomes: list[BaseException | None] = []
-    await asyncio.to_thread(emit, sink, make_events(1), outcomes.append)
-    [error] = outcomes
-    assert isinstance(error, DeliveryError)
-    assert "event loop" in str(error)
+    receiver.answer_next(503, 202)
+    outcomes = await reactivex.of(make_events(1)).pipe(
+        deliver(sink.deliver, retry=retry_with_breaker(threshold=0)), ops.to_list()
+    )
+    assert [(o.kind.value, o.status) for o in outcomes] == [("failed", 503), ("delivered", 202)]
+    assert len(receiver.requests) == 2
 
 
-async def test_completion_inside_a_flush_group_waits_for_requests_in_flight(
-    receiver: Receiver, make_sink: MakeSink
-) -> None:
-    sink = make_sink(receiver.url(delay=0.05))
-    outcomes: list[BaseException | None] = []
-    emit(sink, make_events(3), outcomes.append)
-    group = FlushGroup()
-    with group.active():
-        sink.on_completed()
-    assert group.flushing == 1
-    assert group.remaining() == 3
-    flushed: asyncio.Future[list[BaseException | None]] = asyncio.get_running_loop().create_future()
-    group.on_empty(lambda: flushed.set_result(list(outcomes)))
-    assert await flushed == [None]  # delivered before the sink left the group
-    assert len(receiver.events) == 3
-    assert await settle(sink, make_events(1)) is SINK_CLOSED
-
-
-async def test_on_error_logs_and_closes(
-    receiver: Receiver, make_sink: MakeSink, caplog: pytest.LogCaptureFixture
-) -> None:
-    sink = make_sink(receiver.url())
-    await sink.send(make_events(1))
-    group = FlushGroup()
-    with caplog.at_level(logging.ERROR, logger="rxsinks"), group.active():
-        sink.on_error(RuntimeError("upstream broke"))
-    assert "upstream broke" in caplog.text
-    left: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    group.on_empty(lambda: left.set_result(None))
-    await left
-    assert await settle(sink, make_events(1)) is SINK_CLOSED
-
-
-async def test_fire_and_forget_from_a_plain_subscribe(
+async def test_fire_and_forget_through_a_callback_sink_logs_failures(
     receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     delivered = WebhookSink(receiver.url())
     refused = WebhookSink(receiver.url(status=500))
     with caplog.at_level(logging.WARNING, logger="rxsinks"):
-        reactivex.from_iterable([make_events(1), make_events(2)]).subscribe(delivered)
-        reactivex.from_iterable([make_events(1), make_events(2)]).subscribe(refused)
-        assert delivered.closed  # completed: nothing more is taken
+        fine, failing = CallbackSink(delivered.deliver), CallbackSink(refused.deliver)
+        reactivex.from_iterable([make_events(1), make_events(2)]).subscribe(fine)
+        reactivex.from_iterable([make_events(1), make_events(2)]).subscribe(failing)
+        for _ in range(200):
+            if len(receiver.requests) == 4 and not fine.pending and not failing.pending:
+                break
+            await asyncio.sleep(0.01)
         await delivered.aclose()
         await refused.aclose()
     assert len(receiver.requests) == 4
     assert len(receiver.events) == 3
-    failures = [r.getMessage() for r in caplog.records if "not delivered" in r.getMessage()]
+    failures = [r.getMessage() for r in caplog.records if "callback sink" in r.getMessage()]
     assert len(failures) == 2
     assert all("500 Internal Server Error" in failure for failure in failures)
 
