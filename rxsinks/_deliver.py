@@ -33,7 +33,7 @@ import inspect
 import logging
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import Any, Generic, Protocol, TypeVar, overload
 
 from reactivex import Observable, abc
@@ -608,6 +608,9 @@ class _Lane(abc.ObserverBase[_T], Generic[_T, _B]):
             self._call_state = new_call_state()
         self.active = 0  # blocks taken and not settled (attempting or waiting to retry)
         self._attempts: set[_Attempt] = set()
+        # one block at a time on a loop: coroutines run back to back in one task (_run)
+        self._runner: asyncio.Task[None] | None = None
+        self._run_next: tuple[_Attempt, Coroutine[Any, Any, Any]] | None = None
         self._waiting_breaker: set[_Attempt] = set()
         self._scheduled = False  # a drain is scheduled
         self._out: deque[Outcome] = deque()
@@ -948,6 +951,9 @@ class _Lane(abc.ObserverBase[_T], Generic[_T, _B]):
             return
         future: asyncio.Future[Any] | concurrent.futures.Future[Any]
         if _on_loop(loop):
+            if self._limit == 1 and self._call_soon is not None and inspect.iscoroutine(result):
+                self._run_in_runner(attempt, result, loop)
+                return
             future = asyncio.ensure_future(result, loop=loop)
         else:
             # the sink ran on a thread-based scheduler: its awaitable still runs on the loop
@@ -956,6 +962,43 @@ class _Lane(abc.ObserverBase[_T], Generic[_T, _B]):
         if attempt.live:
             attempt.handle = future
             future.add_done_callback(lambda done: self._task_done(attempt, done))
+
+    def _run_in_runner(
+        self, attempt: _Attempt, coroutine: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        """Await one block's coroutine in the lane's runner task.
+
+        One block at a time, the next block's coroutine is handed to the task awaiting the
+        previous one and starts at once, in the same task: a task per block would cost a task and
+        a loop iteration per delivery (about a tenth of the time of a small POST).
+        """
+        self._run_next = (attempt, coroutine)
+        runner = self._runner
+        if runner is None:
+            runner = self._runner = loop.create_task(self._run())
+        attempt.handle = runner
+
+    async def _run(self) -> None:
+        try:
+            while self._run_next is not None:
+                attempt, coroutine = self._run_next
+                self._run_next = None
+                try:
+                    value = await coroutine
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if not attempt.live or self._disposed or (task and task.cancelling()):
+                        raise  # the stage (disposed, aborted) or the loop cancelled the runner
+                    self.settle(attempt, asyncio.CancelledError("the delivery was cancelled"), None)
+                except Exception as exc:
+                    self.settle(attempt, exc, None)
+                else:
+                    self.settle(attempt, None, value)
+        finally:
+            self._runner = None
+            leftover, self._run_next = self._run_next, None
+            if leftover is not None:
+                leftover[1].close()
 
     def _task_done(
         self, attempt: _Attempt, future: asyncio.Future[Any] | concurrent.futures.Future[Any]
