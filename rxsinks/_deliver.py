@@ -34,7 +34,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
-from typing import Any, Generic, Protocol, TypeVar, overload
+from typing import Any, Generic, TypeVar, overload
 
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
@@ -43,19 +43,19 @@ from reactivex.observer.autodetachobserver import AutoDetachObserver
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
 from ._breaker import Breaker, BreakerState
+from ._buffer import BacklogFactory, Fifo, Keyed, events_of
 from ._exceptions import SINK_CLOSED, PermanentDeliveryError, QueueFullError, SinkClosedError
 from ._outcome import Outcome, OutcomeKind
-from ._queue import Queue, call_hook, weight_of
+from ._queue import Queue, call_hook
 from ._retry import RetryWithBreaker, new_call_state
 from ._scheduling import Confinement, clock_of, confinement_of, default_scheduler, loop_of
 
-__all__ = ["Backlog", "Deliver", "Sink", "deliver"]
+__all__ = ["Deliver", "Sink", "deliver", "direct_on_next"]
 
 log = logging.getLogger("rxsinks.deliver")
 
 _T = TypeVar("_T")
 _B = TypeVar("_B")
-_T_co = TypeVar("_T_co", covariant=True)
 
 Sink = Callable[[_B], object]
 """A sink: a callable taking one block; it returns, raises, or returns an awaitable or an
@@ -75,322 +75,6 @@ _BREAKER_KINDS = {
     BreakerState.HALF_OPEN: OutcomeKind.BREAKER_HALF_OPEN,
     BreakerState.CLOSED: OutcomeKind.BREAKER_CLOSED,
 }
-
-
-class Backlog(Protocol[_T, _B]):
-    """What a delivery stage needs of its buffer (a memory queue, or a durable store's window).
-
-    The stage calls every method on its own thread (or under its lock); a backlog never calls
-    back into the stage from inside them. A backlog that has blocks ready later on its own (read
-    back from a store) calls the ``wake`` it was started with, from the stage's event loop.
-    """
-
-    in_flight: int
-
-    @property
-    def pending(self) -> int:
-        """Events accepted and not through their delivery."""
-        ...
-
-    @property
-    def idle(self) -> bool:
-        """Nothing buffered, nothing in flight, nothing left to record: flushed."""
-        ...
-
-    def start(self, wake: Callable[[], None]) -> None:
-        """The stage is subscribed."""
-
-    def put(self, item: _T) -> list[_T] | None:
-        """Accept an item; returns what the overflow policy dropped, if anything."""
-        ...
-
-    def take(self) -> _B | None:
-        """The next block to deliver, or ``None`` when none may go now."""
-        ...
-
-    def done(self, block: _B, error: BaseException | None, attempts: int) -> None:
-        """A block's delivery is over: delivered (``None``) or given up (the reason), after
-        ``attempts`` attempts."""
-
-    def close(self) -> None:
-        """Upstream ended: no more items; send what waits for more at once."""
-
-    def abandon(self) -> list[_B]:
-        """The stage gives up: empty the buffer, returning the blocks lost (a durable backlog
-        loses none: they stay in its store)."""
-        ...
-
-    def dispose(self) -> None:
-        """The stage is gone."""
-
-
-class Fifo(Generic[_T]):
-    """A stage's buffer in memory: FIFO, bounded as its :class:`~rxsinks.Queue` says.
-
-    The stage calls :meth:`put` for each item, :meth:`take` when it can start a delivery, and
-    :meth:`done` when a delivery is over; nothing here calls back into the stage. (The stage's
-    hot path reads the deques directly: this class lives beside it for that.)
-    """
-
-    durable = False
-
-    def __init__(self, owner: Queue[_T]) -> None:
-        self._owner = owner
-        # items and their weights side by side: no tuple per item, as a long backlog of tuples
-        # makes the cyclic garbage collector walk every one of them again and again
-        self._items: deque[_T] = deque()
-        self._weights: deque[int] = deque()
-        # the last class seen that weighs 1 under weight_of (an Event, typically): checking the
-        # class is cheaper than weight_of's isinstance against two types
-        self._unit_class: type | None = None
-        self._buffered = 0
-        self._taken = 0  # events of blocks taken and not done
-        self.in_flight = 0
-        owner.buffers[id(self)] = self
-
-    @property
-    def plain(self) -> bool:
-        """Unbounded, no hooks, default weights: the stage may put items in directly."""
-        owner = self._owner
-        return (
-            type(self) is Fifo
-            and owner.max_events is None
-            and owner.on_ingress is None
-            and owner.weigh is weight_of
-        )
-
-    @property
-    def pending(self) -> int:
-        """Events buffered or in flight."""
-        return self._buffered + self._taken
-
-    @property
-    def idle(self) -> bool:
-        """Nothing buffered and nothing in flight."""
-        return not self._items and not self.in_flight
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def start(self, wake: Callable[[], None]) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def weigh(self, value: _T) -> int:
-        weigh = self._owner.weigh
-        if weigh is not weight_of:
-            return weigh(value)
-        if type(value) is self._unit_class:
-            return 1
-        weight = weight_of(value)
-        if not isinstance(value, tuple | list):
-            self._unit_class = type(value)
-        return weight
-
-    def put(self, value: _T) -> list[_T] | None:
-        """Buffer ``value``; returns the items the overflow policy dropped, if any.
-
-        Raises:
-            QueueFullError: full, with ``overflow="error"`` (nothing was buffered).
-        """
-        owner = self._owner
-        weight = self.weigh(value)
-        limit = owner.max_events
-        dropped = None
-        if limit is not None and self._buffered + weight > limit:
-            if owner.overflow == "error":
-                raise QueueFullError(limit)
-            if owner.overflow == "drop_newest" or weight > limit:
-                self._dropped(value, weight, accepted=False)
-                return [value]
-            dropped = []
-            while self._buffered and self._buffered + weight > limit:
-                oldest, oldest_weight = self._pop_oldest()
-                self._dropped(oldest, oldest_weight, accepted=True)
-                dropped.append(oldest)
-        self._append(value, weight)
-        if owner.on_ingress is not None:
-            call_hook(owner.on_ingress, value)
-        return dropped
-
-    def _append(self, value: _T, weight: int) -> None:
-        self._items.append(value)
-        self._weights.append(weight)
-        self._buffered += weight
-
-    def _pop_oldest(self) -> tuple[_T, int]:
-        weight = self._weights.popleft()
-        self._buffered -= weight
-        return self._items.popleft(), weight
-
-    def _dropped(self, item: _T, weight: int, *, accepted: bool) -> None:
-        owner = self._owner
-        owner.dropped += weight
-        log.warning("queue full: dropped %d event(s)", weight)
-        if owner.on_drop is not None:
-            call_hook(owner.on_drop, item)
-        if accepted and owner.on_egress is not None:
-            # it was counted in by on_ingress: out it goes, or Pending would never come down
-            call_hook(owner.on_egress, item)
-
-    def take(self) -> _T | None:
-        """The next item to deliver, or ``None`` when none may go now."""
-        if not self._items:
-            return None
-        weight = self._weights.popleft()
-        self._buffered -= weight
-        self._taken += weight
-        self.in_flight += 1
-        return self._items.popleft()
-
-    def done(self, value: _T, error: BaseException | None, attempts: int = 0) -> None:
-        """``value``'s delivery is over."""
-        self._taken -= self.weigh(value)
-        self.in_flight -= 1
-        on_egress = self._owner.on_egress
-        if on_egress is not None:
-            call_hook(on_egress, value)
-
-    def abandon(self) -> list[_T]:
-        """Empty the buffer (the stage gives up); returns what it held, oldest first."""
-        items = list(self._items)
-        self._items.clear()
-        self._weights.clear()
-        self._buffered = 0
-        self._count_out(items)
-        return items
-
-    def _count_out(self, items: list[_T]) -> None:
-        on_egress = self._owner.on_egress
-        if on_egress is not None:
-            for item in items:
-                call_hook(on_egress, item)
-
-    def dispose(self) -> None:
-        """The stage is gone: stop counting this buffer."""
-        self._items.clear()
-        self._weights.clear()
-        self._buffered = 0
-        self._taken = 0
-        self.in_flight = 0
-        self._owner.buffers.pop(id(self), None)
-
-
-class Keyed(Fifo[_T]):
-    """A buffer that lets one block per key be in flight, keeping each key's order.
-
-    Each key has its own FIFO; the keys with a block waiting and none in flight are *ready*, in
-    the order they became so. The overflow policy still works on arrival order across keys.
-    """
-
-    def __init__(self, owner: Queue[_T], key: Callable[[_T], Hashable]) -> None:
-        super().__init__(owner)
-        self._key = key
-        self._lanes: dict[Hashable, deque[tuple[int, _T, int]]] = {}
-        self._ready: deque[Hashable] = deque()
-        self._busy: set[Hashable] = set()
-        self._keys: dict[int, Hashable] = {}  # id(item in flight) -> its key
-        self._arrival = 0
-        self._count = 0
-
-    def __len__(self) -> int:
-        return self._count
-
-    @property
-    def idle(self) -> bool:
-        return not self._count and not self.in_flight
-
-    def _key_of(self, value: _T) -> Hashable:
-        try:
-            return self._key(value)
-        except Exception:
-            # a key function that fails on one block must not lose the block: it goes in order
-            # with the others that have no key
-            log.exception("delivery key function raised on %r; delivered without a key", value)
-            return None
-
-    def _append(self, value: _T, weight: int) -> None:
-        key = self._key_of(value)
-        lane = self._lanes.get(key)
-        if lane is None:
-            lane = self._lanes[key] = deque()
-            if key not in self._busy:
-                self._ready.append(key)
-        lane.append((self._arrival, value, weight))
-        self._arrival += 1
-        self._count += 1
-        self._buffered += weight
-
-    def _pop_oldest(self) -> tuple[_T, int]:
-        # the oldest arrival is at the head of one of the key lanes
-        key = min(self._lanes, key=lambda k: self._lanes[k][0][0])
-        lane = self._lanes[key]
-        _, value, weight = lane.popleft()
-        if not lane:
-            del self._lanes[key]
-            if key in self._ready:
-                self._ready.remove(key)
-        self._count -= 1
-        self._buffered -= weight
-        return value, weight
-
-    def take(self) -> _T | None:
-        if not self._ready:
-            return None
-        key = self._ready.popleft()
-        lane = self._lanes[key]
-        _, value, weight = lane.popleft()
-        if not lane:
-            del self._lanes[key]
-        self._busy.add(key)
-        self._keys[id(value)] = key
-        self._count -= 1
-        self._buffered -= weight
-        self._taken += weight
-        self.in_flight += 1
-        return value
-
-    def done(self, value: _T, error: BaseException | None, attempts: int = 0) -> None:
-        key = self._keys.pop(id(value), None)
-        self._busy.discard(key)
-        if key in self._lanes:
-            self._ready.append(key)
-        super().done(value, error, attempts)
-
-    def abandon(self) -> list[_T]:
-        entries = sorted(
-            (entry for lane in self._lanes.values() for entry in lane), key=lambda e: e[0]
-        )
-        self._lanes.clear()
-        self._ready.clear()
-        self._count = 0
-        self._buffered = 0
-        items = [value for _, value, _ in entries]
-        self._count_out(items)
-        return items
-
-    def dispose(self) -> None:
-        self._lanes.clear()
-        self._ready.clear()
-        self._busy.clear()
-        self._keys.clear()
-        self._count = 0
-        super().dispose()
-
-
-class BacklogFactory(Protocol[_T_co]):
-    """Makes one stage subscription's backlog (a :class:`~rxsinks.Queue` or a durable queue)."""
-
-    def backlog(self, key: Callable[[Any], Hashable] | None, concurrency: int) -> Any: ...
-
-
-def events_of(block: Any) -> tuple[Any, ...]:
-    """A block's events as a tuple (a single item is a block of one)."""
-    if type(block) is tuple:
-        return block
-    return tuple(block) if isinstance(block, list) else (block,)
 
 
 class Deliver(Generic[_T, _B]):
@@ -597,7 +281,7 @@ class _Lane(abc.ObserverBase[_T], Generic[_T, _B]):
         # the hot path: a plain memory buffer is filled and drained here directly, and outcomes
         # are built only if the observer looks at them (subscribe() with no on_next does not)
         self._fifo: Fifo[Any] | None = backlog if type(backlog) is Fifo else None
-        self._stage_egress = None if self._fifo is None else self._fifo._owner.on_egress
+        self._stage_egress = None if self._fifo is None else self._fifo.owner.on_egress
         self._plain_put = self._fifo is not None and self._fifo.plain
         self._want = not (type(observer) is AutoDetachObserver and observer._on_next is noop)
         self._policy = stage.retry
@@ -700,10 +384,10 @@ class _Lane(abc.ObserverBase[_T], Generic[_T, _B]):
         if self._plain_put:
             fifo = self._fifo
             assert fifo is not None
-            weight = 1 if type(value) is fifo._unit_class else fifo.weigh(value)
-            fifo._items.append(value)
-            fifo._weights.append(weight)
-            fifo._buffered += weight
+            weight = 1 if type(value) is fifo.unit_class else fifo.weigh(value)
+            fifo.items.append(value)
+            fifo.weights.append(weight)
+            fifo.buffered += weight
         else:
             dropped = self._backlog.put(value)
             if dropped:
@@ -833,7 +517,7 @@ class _Lane(abc.ObserverBase[_T], Generic[_T, _B]):
         """
         fifo = self._fifo
         assert fifo is not None
-        items, weights = fifo._items, fifo._weights
+        items, weights = fifo.items, fifo.weights
         call, now, out, want = self._call, self._now, self._out, self._want
         on_egress = self._stage_egress
         limit = self._limit
@@ -849,8 +533,8 @@ class _Lane(abc.ObserverBase[_T], Generic[_T, _B]):
             sent += 1
             block = items.popleft()
             weight = weights.popleft()
-            fifo._buffered -= weight
-            fifo._taken += weight
+            fifo.buffered -= weight
+            fifo.taken += weight
             fifo.in_flight += 1
             self.active += 1
             try:
@@ -865,7 +549,7 @@ class _Lane(abc.ObserverBase[_T], Generic[_T, _B]):
                 isinstance(result, Observable) or inspect.isawaitable(result)
             ):
                 # delivered: done() and _delivered() inlined
-                fifo._taken -= weight
+                fifo.taken -= weight
                 fifo.in_flight -= 1
                 self.active -= 1
                 if on_egress is not None:
@@ -964,7 +648,10 @@ class _Lane(abc.ObserverBase[_T], Generic[_T, _B]):
             future.add_done_callback(lambda done: self._task_done(attempt, done))
 
     def _run_in_runner(
-        self, attempt: _Attempt, coroutine: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop
+        self,
+        attempt: _Attempt,
+        coroutine: Coroutine[Any, Any, Any],
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         """Await one block's coroutine in the lane's runner task.
 
