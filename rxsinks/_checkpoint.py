@@ -16,11 +16,15 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from ._throttle import LogThrottle
+
 __all__ = ["Checkpointer"]
 
 log = logging.getLogger("rxsinks.store")
 
 INTERVAL = 0.25  # seconds between checkpoints (sooner when the store asks)
+# a failing checkpoint (a full disk) fails four times a second: one line a minute is enough
+WARN_EVERY = 60.0
 
 
 class Checkpointer:
@@ -34,6 +38,8 @@ class Checkpointer:
     def __init__(self, path: Path, interval: float = INTERVAL) -> None:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._interval = interval
+        self._path = path
+        self._failures = LogThrottle(log, logging.WARNING, WARN_EVERY)
         self._wake = threading.Event()
         self._stopping = False
         self._thread = threading.Thread(
@@ -59,7 +65,11 @@ class Checkpointer:
                 try:
                     self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 except sqlite3.Error as exc:  # a full disk, say: the log keeps it, try again
-                    log.warning("store: WAL checkpoint failed, will retry: %s", exc)
+                    self._failures.failed(
+                        "store %s: WAL checkpoint failed, will retry: %s", self._path, exc
+                    )
+                else:
+                    self._failures.succeeded("store %s: WAL checkpoints work again", self._path)
                 if self._stopping:
                     return
         finally:

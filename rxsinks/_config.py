@@ -6,11 +6,20 @@ rxsinks adds its own sections and optional per-endpoint keys::
 
     ingest:
       addr: 127.0.0.1:5056        # host:port the ingest server listens on
-      token: ${RXSINKS_TOKEN}     # optional: requests then need "Authorization: Bearer <token>"
+      token: ${RXSINKS_TOKEN}     # requests then need "Authorization: Bearer <token>"; required
+                                  # beyond loopback unless insecure: true; never empty
       max_body: 1MiB              # bytes, or B/KB/KiB/MB/MiB/GB/GiB
       grace: 10s                  # flush grace period at shutdown
+      insecure: false             # true: listen beyond loopback without a token (a WARNING)
+      open_metrics: false         # true: /metrics and /debug/vars need no token
+      header_timeout: 10s         # a request's head must arrive within this
+      body_timeout: 30s           # its body within this
+      idle_timeout: 75s           # an idle keep-alive connection is closed after this
+      max_connections: 512        # connections at once (idle ones give way to new ones)
     store:
       path: rxsinks.db            # sqlite (default); or kind: memory; or url: redis://...
+      maxsize: 1GiB               # optional cap (memory store: 64MiB by default)
+      maxevents: 100000           # memory store only: events held at once (0: no cap)
     notifications:
       events: {includereferences: true}
       endpoints:
@@ -53,19 +62,22 @@ import binascii
 import dataclasses
 import datetime
 import difflib
+import ipaddress
 import logging
 import os
 import re
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import yaml
 
 from ._event import MEDIA_TYPE_V1, MEDIA_TYPE_V2
 from ._exceptions import ConfigError
+from ._redact import redact_text, redact_url
 from ._units import parse_duration, parse_size
 
 __all__ = [
@@ -76,6 +88,7 @@ __all__ = [
     "LogConfig",
     "RelayConfig",
     "StoreConfig",
+    "exposure_problems",
     "load_config",
     "parse_config",
 ]
@@ -84,6 +97,12 @@ log = logging.getLogger("rxsinks.config")
 
 REDACTED: Final = "<redacted>"
 """What :meth:`RelayConfig.redacted` shows instead of a secret."""
+
+MEMORY_MAX_EVENTS: Final = 100_000
+"""Events the memory store holds at most, by default (``store.maxevents``)."""
+
+MEMORY_MAX_BYTES: Final = 64 * 1024 * 1024
+"""Bytes of event JSON the memory store holds at most, by default (``store.maxsize``)."""
 
 StoreKind = Literal["sqlite", "memory", "redis"]
 Overflow = Literal["drop_oldest", "drop_newest", "error"]
@@ -183,15 +202,8 @@ def _plain(value: object) -> object:
 
 
 def _redact_url(url: str) -> str:
-    """Hide the password of a URL's user info (``https://user:secret@host`` -> ``<redacted>``)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:{REDACTED}@{host}"))
+    """A URL as it may be shown: user info and query values hidden (see rxsinks._redact)."""
+    return redact_url(url)
 
 
 class _Redactable(Protocol):
@@ -211,9 +223,19 @@ class IngestConfig:
     Attributes:
         host: interface to listen on (``""`` means every interface, as in Go's ``:5056``).
         port: TCP port (0 picks a free one).
-        token: when set, requests need ``Authorization: Bearer <token>``.
+        token: when set, requests need ``Authorization: Bearer <token>``; the admin routes
+            (dead letters, replay) are refused without one.
         max_body: largest request body accepted, in bytes.
         grace: seconds given to flush queues at shutdown.
+        insecure: listening beyond loopback without a token is allowed (with a WARNING); by
+            default it is refused (:func:`exposure_problems`).
+        open_metrics: ``/metrics`` and ``/debug/vars`` are served without the token.
+        header_timeout: seconds a connection has to send a complete request head (from its
+            opening, or from its first byte after an idle keep-alive wait).
+        body_timeout: seconds a request has to send its body, once its head arrived.
+        idle_timeout: seconds an idle keep-alive connection is kept open.
+        max_connections: connections open at once; past it, an idle connection (or one still
+            sending its head) is closed for the newcomer, else the newcomer is.
     """
 
     host: str = "127.0.0.1"
@@ -221,6 +243,12 @@ class IngestConfig:
     token: str | None = None
     max_body: int = 1024 * 1024
     grace: float = 10.0
+    insecure: bool = False
+    open_metrics: bool = False
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    idle_timeout: float = 75.0
+    max_connections: int = 512
 
     @property
     def addr(self) -> str:
@@ -239,6 +267,12 @@ class IngestConfig:
             "token": None if self.token is None else REDACTED,
             "max_body": self.max_body,
             "grace": self.grace,
+            "insecure": self.insecure,
+            "open_metrics": self.open_metrics,
+            "header_timeout": self.header_timeout,
+            "body_timeout": self.body_timeout,
+            "idle_timeout": self.idle_timeout,
+            "max_connections": self.max_connections,
         }
 
 
@@ -253,8 +287,12 @@ class StoreConfig:
         url: the Redis URL (``None`` unless ``kind`` is ``"redis"``).
         retention: seconds delivered events are kept before compaction removes them.
         max_size: a cap on the SQLite file's size in bytes (``None``: the disk is the limit);
-            past it the ingest answers 503 and accepts nothing, as on a full disk.
+            past it the ingest answers 503 and accepts nothing, as on a full disk. For the
+            memory store: the bytes of event JSON held at once (``None``:
+            :data:`MEMORY_MAX_BYTES`).
         window: events of each endpoint's backlog kept in memory (the rest stays on disk).
+        max_events: memory store only: events held at once (``None``:
+            :data:`MEMORY_MAX_EVENTS`; 0: no cap on the count).
     """
 
     kind: StoreKind = "sqlite"
@@ -263,19 +301,34 @@ class StoreConfig:
     retention: float = 0.0
     max_size: int | None = None
     window: int = 1024
+    max_events: int | None = None
+
+    @property
+    def memory_max_events(self) -> int | None:
+        """The memory store's bound on events held (``None``: no bound)."""
+        if self.max_events is None:
+            return MEMORY_MAX_EVENTS
+        return self.max_events or None
+
+    @property
+    def memory_max_bytes(self) -> int:
+        """The memory store's bound on bytes of event JSON held."""
+        return MEMORY_MAX_BYTES if self.max_size is None else self.max_size
 
     def __repr__(self) -> str:
         return _safe_repr(self)
 
     def redacted(self) -> dict[str, Any]:
-        """The settings as plain data, with a password in the URL hidden."""
+        """The settings as plain data, with the URL's user info and query values hidden."""
+        memory = self.kind == "memory"
         return {
             "kind": self.kind,
             "path": self.path,
             "url": None if self.url is None else _redact_url(self.url),
             "retention": self.retention,
-            "max_size": self.max_size,
+            "max_size": self.memory_max_bytes if memory else self.max_size,
             "window": self.window,
+            "max_events": self.memory_max_events if memory else None,
         }
 
 
@@ -386,8 +439,8 @@ class EndpointConfig:
     def redacted(self) -> dict[str, Any]:
         """The effective settings as plain data, safe to print.
 
-        The secret, the values of Authorization and secret headers, and a password in the URL
-        are replaced by ``"<redacted>"``.
+        The secret and the values of Authorization and secret headers are replaced by
+        ``"<redacted>"``; the URL's user info and query values by ``***``.
         """
         data: dict[str, Any] = {
             item.name: _plain(getattr(self, item.name)) for item in dataclasses.fields(self)
@@ -434,8 +487,8 @@ class RelayConfig:
     def redacted(self) -> dict[str, Any]:
         """The effective configuration as plain data for ``rxsinks check-config``.
 
-        Tokens, secrets, the values of Authorization and secret headers, and URL passwords are
-        replaced by ``"<redacted>"``.
+        Tokens, secrets and the values of Authorization and secret headers are replaced by
+        ``"<redacted>"``; the user info and query values of URLs by ``***``.
         """
         return {
             "ingest": self.ingest.redacted(),
@@ -745,7 +798,22 @@ def _split_addr(text: str) -> tuple[str, int] | str:
 
 
 def _read_ingest(r: _Reader, path: str, value: object) -> IngestConfig:
-    raw = r.mapping(path, value, ("addr", "grace", "max_body", "token"))
+    raw = r.mapping(
+        path,
+        value,
+        (
+            "addr",
+            "grace",
+            "max_body",
+            "token",
+            "insecure",
+            "open_metrics",
+            "header_timeout",
+            "body_timeout",
+            "idle_timeout",
+            "max_connections",
+        ),
+    )
     defaults = IngestConfig()
     host, port = defaults.host, defaults.port
     addr = r.text(_join(path, "addr"), raw.get("addr"))
@@ -759,22 +827,109 @@ def _read_ingest(r: _Reader, path: str, value: object) -> IngestConfig:
         else:
             host, port = split
     token = r.text(_join(path, "token"), raw.get("token"))
+    if token is not None and not token.strip():
+        # an empty token would mean no token: an open relay by accident (a variable that is
+        # set but empty); no token at all is written by leaving the key out
+        r.problem(
+            _join(path, "token"),
+            "is empty (a variable set to an empty string?); set a token, or remove the key "
+            "to run without one (loopback only, unless insecure: true)",
+        )
+    elif token is not None and (token != token.strip() or any(c < " " for c in token)):
+        r.problem(
+            _join(path, "token"),
+            "must not start or end with white space nor hold control characters (not shown)",
+        )
     max_body = r.size(_join(path, "max_body"), raw.get("max_body"))
     grace = r.duration(_join(path, "grace"), raw.get("grace"))
+    insecure = r.flag(_join(path, "insecure"), raw.get("insecure"))
+    open_metrics = r.flag(_join(path, "open_metrics"), raw.get("open_metrics"))
+    timeouts: dict[str, float] = {}
+    for key in ("header_timeout", "body_timeout", "idle_timeout"):
+        seconds = r.duration(_join(path, key), raw.get(key))
+        if seconds is not None and seconds <= 0:
+            r.problem(_join(path, key), f"expected a duration > 0s, got {_describe(raw[key])}")
+            seconds = None
+        timeouts[key] = getattr(defaults, key) if seconds is None else seconds
+    max_connections = r.integer(
+        _join(path, "max_connections"), raw.get("max_connections"), minimum=1
+    )
+    if insecure and token:
+        r.notes.append(f"{_join(path, 'insecure')}: has no effect with a token")
     return IngestConfig(
         host=host,
         port=port,
         token=token or None,
         max_body=defaults.max_body if max_body is None else max_body,
         grace=defaults.grace if grace is None else grace,
+        insecure=bool(insecure),
+        open_metrics=bool(open_metrics),
+        max_connections=defaults.max_connections if max_connections is None else max_connections,
+        **timeouts,
     )
 
 
+def _loopback(host: str, port: int) -> bool:
+    """Whether listening on ``host`` is reachable from this machine only.
+
+    The host is resolved the way the server binds it (``AI_PASSIVE``: ``""`` is every
+    interface); a name that does not resolve counts as loopback here, since binding it fails
+    with its own clear error.
+    """
+    if host in ("", "*"):
+        return False
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError):
+        return True
+    for info in infos:
+        address = str(info[4][0]).partition("%")[0]  # an IPv6 scope (fe80::1%eth0)
+        try:
+            if not ipaddress.ip_address(address).is_loopback:
+                return False
+        except ValueError:
+            return False
+    return True
+
+
+def exposure_problems(ingest: IngestConfig) -> list[ConfigError]:
+    """What makes the ingest an open relay: it listens beyond loopback with no token.
+
+    Anyone who can reach such an ingest can post events that every endpoint delivers and
+    signs. That is refused unless the configuration says so (``ingest.insecure: true``); the
+    relay then logs a WARNING at start. ``rxsinks serve`` and ``check-config`` call this; so
+    does :meth:`~rxsinks._relay.Relay.start`.
+
+    Returns:
+        One :class:`~rxsinks.ConfigError` (path ``ingest.addr``), or none.
+    """
+    if ingest.token is not None or ingest.insecure or _loopback(ingest.host, ingest.port):
+        return []
+    where = ingest.addr if ingest.host else f"every interface ({ingest.addr})"
+    return [
+        ConfigError(
+            "ingest.addr",
+            f"listens on {where}, beyond loopback, without ingest.token: anyone who can reach "
+            "it could post events for every endpoint to deliver and sign; set ingest.token "
+            "(the registry sends it as a bearer token), listen on 127.0.0.1, or set "
+            "ingest.insecure: true to run open anyway",
+        )
+    ]
+
+
+def listens_beyond_loopback(ingest: IngestConfig) -> bool:
+    """Whether the ingest's address is reachable from other machines."""
+    return not _loopback(ingest.host, ingest.port)
+
+
 def _read_store(r: _Reader, path: str, value: object) -> StoreConfig:
-    raw = r.mapping(path, value, ("kind", "path", "url", "retention", "maxsize", "window"))
+    raw = r.mapping(
+        path, value, ("kind", "path", "url", "retention", "maxsize", "window", "maxevents")
+    )
     retention = r.duration(_join(path, "retention"), raw.get("retention"))
     max_size = r.size(_join(path, "maxsize"), raw.get("maxsize"))
     window = r.integer(_join(path, "window"), raw.get("window"))
+    max_events = r.integer(_join(path, "maxevents"), raw.get("maxevents"), minimum=0)
     extras: dict[str, Any] = {
         "retention": retention or 0.0,
         "max_size": max_size or None,
@@ -796,6 +951,8 @@ def _read_store(r: _Reader, path: str, value: object) -> StoreConfig:
             r.problem(_join(path, "url"), f"a url means kind redis, but store.kind is {kind!r}")
     if kind is None:
         kind = "sqlite"
+    if max_events is not None and kind != "memory":
+        r.notes.append("store.maxevents is ignored: it bounds the memory store only")
     if kind == "redis":
         if url is None and raw.get("url") is None:
             r.problem(_join(path, "url"), "required when store.kind is redis")
@@ -805,7 +962,7 @@ def _read_store(r: _Reader, path: str, value: object) -> StoreConfig:
     if kind == "memory":
         if file is not None:
             r.notes.append("store.path is ignored: the store is in memory")
-        return StoreConfig(kind="memory", path=None, url=None, **extras)
+        return StoreConfig(kind="memory", path=None, url=None, max_events=max_events, **extras)
     file = os.path.expanduser(file or "rxsinks.db")
     directory = os.path.dirname(file) or "."
     if not os.path.isdir(directory):
@@ -838,7 +995,9 @@ def _check_url(r: _Reader, path: str, url: str) -> None:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - reading it is what validates the port
     except ValueError as exc:
-        r.problem(path, f"{expected}, got {shown!r} ({exc})")
+        # the parser's message may quote the netloc, password included
+        reason = redact_text(str(exc)) if "@" not in str(exc) else "malformed host or port"
+        r.problem(path, f"{expected}, got {shown!r} ({reason})")
         return
     if parts.scheme.lower() not in ("http", "https"):
         r.problem(path, f"{expected}, got {shown!r}")

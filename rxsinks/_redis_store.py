@@ -51,14 +51,14 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from ._event import Event, encode_event
-from ._store import DeadLetterRecord, StoreError
+from ._redact import redact_text, redact_url
+from ._store import DeadLetterRecord, EndpointBacklog, StoreError
 
 __all__ = ["RedisStore"]
 
@@ -225,7 +225,7 @@ class RedisStore:
                 socket_connect_timeout=self.timeout,
             )
         except ValueError as exc:
-            raise StoreError(f"{self._where}: not a Redis URL: {exc}") from exc
+            raise StoreError(f"{self._where}: not a Redis URL: {redact_text(str(exc))}") from exc
         try:
             await client.ping()
             info = await client.info("server")
@@ -238,7 +238,7 @@ class RedisStore:
             persistence = await client.info("persistence")
         except (RedisError, OSError) as exc:
             await client.aclose()
-            raise StoreError(f"{self._where}: cannot reach Redis: {exc}") from exc
+            raise StoreError(f"{self._where}: cannot reach Redis: {redact_text(str(exc))}") from exc
         except BaseException:
             await client.aclose()
             raise
@@ -279,7 +279,7 @@ class RedisStore:
         try:
             yield
         except (RedisError, OSError) as exc:
-            raise StoreError(f"{self._where}: {doing} failed: {exc}") from exc
+            raise StoreError(f"{self._where}: {doing} failed: {redact_text(str(exc))}") from exc
 
     # -- the log -------------------------------------------------------------------------------
 
@@ -493,6 +493,10 @@ class RedisStore:
 
     async def endpoints(self) -> list[str]:
         """Endpoint names that have deliveries or dead letters in the store."""
+        return [backlog.endpoint for backlog in await self.backlogs()]
+
+    async def backlogs(self) -> list[EndpointBacklog]:
+        """Every endpoint with deliveries or dead letters in the store, by name."""
         client = self._redis()
         with self._errors("listing endpoints"):
             names = await self._members()
@@ -503,7 +507,47 @@ class RedisStore:
                     pipe.zcard(replay)
                     pipe.xlen(self._key("dlq", name))
                 counts = await pipe.execute()
-        return [name for i, name in enumerate(names) if any(counts[3 * i : 3 * i + 3])]
+        found = []
+        for i, name in enumerate(names):
+            live, replayed, dead = (int(count) for count in counts[3 * i : 3 * i + 3])
+            if live or replayed or dead:
+                found.append(EndpointBacklog(name, live + replayed, dead))
+        return found
+
+    async def drop_endpoint(self, endpoint: str) -> EndpointBacklog:
+        """Delete everything the store keeps for ``endpoint``; returns what was deleted."""
+        name = _name(endpoint)
+        before = {backlog.endpoint: backlog for backlog in await self.backlogs()}
+        client = self._redis()
+        stream, replay, bodies = self._endpoint_keys(name)
+        with self._errors(f"dropping endpoint {name!r}"):
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.delete(stream, replay, bodies, self._key("dlq", name))
+                pipe.srem(self._key("endpoints"), name)
+                await pipe.execute()
+        return before.get(name, EndpointBacklog(name, 0, 0))
+
+    async def move_endpoint(self, old: str, new: str) -> EndpointBacklog:
+        """Not possible on Redis: a stream's entries keep their ids (see the module docstring).
+
+        Raises:
+            StoreError: always, saying what to do instead.
+        """
+        raise StoreError(
+            f"{self._where}: moving an endpoint's backlog is not supported on Redis; replay "
+            f"its dead letters under the old name, or drop it (`rxsinks store drop-endpoint "
+            f"{old}`)"
+        )
+
+    async def probe(self) -> None:
+        """Write a small key, to learn whether Redis takes writes again.
+
+        Raises:
+            StoreError: it does not (out of memory, unreachable).
+        """
+        client = self._redis()
+        with self._errors("a test write"):
+            await client.set(self._key("probe"), f"{time.time()} " + "x" * 1024)
 
     async def _names(self, endpoint: str | None) -> list[str]:
         if endpoint is not None:
@@ -541,15 +585,5 @@ def _version(text: str) -> tuple[int, ...]:
 
 
 def _redact(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (error messages end up in logs)."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        user = parts.username or ""
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port is not None else ""
-        netloc = f"{user}:***@{host}{port}"
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    except ValueError:
-        return "<unparsable URL>"
+    """``url`` as error messages show it (they end up in logs): see rxsinks._redact."""
+    return redact_url(url)

@@ -15,7 +15,16 @@ Lifecycle::
 
 Every endpoint state change is logged once on the ``rxsinks.relay`` logger, with the structured
 fields ``endpoint`` and ``state`` (``breaker_opened``, ``recovered``, ``disabled``) in the record's
-``extra``.
+``extra``. An endpoint disabled by ``410 Gone`` takes no further events until the relay restarts
+(they count as its ``Dropped``).
+
+Safety at start: the ingest refuses to listen beyond loopback without a token unless
+``ingest.insecure`` (:func:`~rxsinks._config.exposure_problems`); a SQLite store is locked, so a
+second relay on it fails with :class:`~rxsinks._store.StoreLockedError`; endpoints the store
+holds events for but the configuration no longer names are reported, with the commands that
+drop or move their backlog. The memory store holds at most ``store.maxevents`` events and
+``store.maxsize`` bytes: past them :meth:`Relay.accept` raises
+:class:`~rxsinks._store.StoreFullError` (the ingest answers 503 with ``Retry-After``).
 """
 
 from __future__ import annotations
@@ -26,8 +35,9 @@ import logging
 import os
 import socket
 import ssl
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -35,18 +45,27 @@ from reactivex import abc
 from tenacity.stop import stop_after_attempt, stop_after_delay
 from tenacity.wait import wait_exponential, wait_fixed
 
-from ._config import ConfigErrors, EndpointConfig, RelayConfig, StoreConfig
+from ._config import (
+    ConfigErrors,
+    EndpointConfig,
+    RelayConfig,
+    StoreConfig,
+    exposure_problems,
+    listens_beyond_loopback,
+)
 from ._durable import QueueStore, Store
 from ._endpoint import Endpoint
-from ._event import Event
-from ._exceptions import SINK_CLOSED, ConfigError
+from ._event import Event, encode_event
+from ._exceptions import SINK_CLOSED, ConfigError, EndpointDisabledError
 from ._filter import EventFilter
-from ._ingest import ingest_app
-from ._outcome import Outcome, OutcomeKind
+from ._ingest import GUARD, GuardedSite, ingest_app, ingest_runner
+from ._outcome import DeadLetter, Outcome, OutcomeKind
 from ._queue import Overflow
+from ._redact import redact_text, redact_url
 from ._retry import Policy
-from ._store import DeadLetterRecord, SQLiteStore, StoreError
+from ._store import DeadLetterRecord, SQLiteStore, StoreError, StoreFullError
 from ._subject import CloseReport, EventSubject
+from ._throttle import LogThrottle
 
 __all__ = [
     "Relay",
@@ -75,10 +94,20 @@ _HANDLER_SHUTDOWN = 2.0
 _POLL_INTERVAL = 0.1
 # how often the store drops what every endpoint has delivered
 _COMPACT_EVERY = 30.0
+# while the store refuses writes, /healthz tries a small write at most this often
+_PROBE_EVERY = 5.0
+# dead letters of one endpoint: the first logged at ERROR, then one line a minute with a count
+_DEAD_LETTER_LOG_EVERY = 60.0
 
 
-def open_store(config: StoreConfig) -> Store | None:
-    """The store a configuration names, not yet opened (``None`` for ``kind: memory``)."""
+def open_store(config: StoreConfig, *, exclusive: bool = False) -> Store | None:
+    """The store a configuration names, not yet opened (``None`` for ``kind: memory``).
+
+    Args:
+        config: the store settings.
+        exclusive: a relay's: a SQLite store is locked when opened, so that no other relay
+            delivers from it (Redis is shared by design).
+    """
     if config.kind == "memory":
         return None
     if config.kind == "redis":
@@ -94,7 +123,9 @@ def open_store(config: StoreConfig) -> Store | None:
         redis_store: Store = RedisStore(config.url)
         return redis_store
     assert config.path is not None
-    return SQLiteStore(config.path, retention=config.retention, max_bytes=config.max_size)
+    return SQLiteStore(
+        config.path, retention=config.retention, max_bytes=config.max_size, exclusive=exclusive
+    )
 
 
 def exponential_wait(base: float, factor: float, maximum: float) -> Policy:
@@ -270,6 +301,7 @@ class _StateLog(abc.ObserverBase[Outcome]):
         self._name = name
         self._last_error: BaseException | None = None
         self._open = False
+        self._disabled = False
 
     def _log(self, level: int, state: str, message: str, *args: object) -> None:
         log.log(level, message, *args, extra={"endpoint": self._name, "state": state})
@@ -298,16 +330,147 @@ class _StateLog(abc.ObserverBase[Outcome]):
         elif kind is OutcomeKind.BREAKER_HALF_OPEN:
             self._log(logging.DEBUG, "half_open", "endpoint %s: breaker half open", self._name)
         elif kind is OutcomeKind.DISABLED:
+            if self._disabled:
+                return
+            self._disabled = True
             self._log(
                 logging.ERROR,
                 "disabled",
-                "endpoint %s: disabled: the receiver answered %s Gone; no further deliveries",
+                "endpoint %s: disabled: the receiver answered %s Gone; it takes no new events "
+                "(counted as Dropped) and its queued ones are dead-lettered. To re-enable it: "
+                "fix the receiver (or its URL), restart the relay, then replay with "
+                "`rxsinks dead-letters replay --endpoint %s`",
                 self._name,
                 value.status or 410,
+                self._name,
             )
 
     def on_error(self, error: Exception) -> None:
         log.error("endpoint %s: outcome stream failed: %s", self._name, error)
+
+    def on_completed(self) -> None:
+        pass
+
+
+class _DeadLetterLog(abc.ObserverBase[DeadLetter]):
+    """Logs an endpoint's dead letters: at ERROR, at most one line a minute with a count.
+
+    Subscribed to every endpoint, it takes over the endpoint's own line per block. Blocks failed
+    because the endpoint is disabled (410 Gone) are DEBUG: the disabling was logged once.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._throttle = LogThrottle(log, logging.ERROR, _DEAD_LETTER_LOG_EVERY)
+
+    def on_next(self, value: DeadLetter) -> None:
+        if isinstance(value.error, EndpointDisabledError):
+            log.debug(
+                "endpoint %s: %d event(s) dead-lettered: the endpoint is disabled",
+                self._name,
+                len(value.events),
+            )
+            return
+        self._throttle.failed(
+            "endpoint %s: gave up on %d event(s) after %d attempt(s): %s "
+            "(see `rxsinks dead-letters list`)",
+            self._name,
+            len(value.events),
+            value.attempts,
+            redact_text(str(value.error)),
+        )
+
+    def on_error(self, error: Exception) -> None:
+        pass
+
+    def on_completed(self) -> None:
+        pass
+
+
+class _MemoryBudget:
+    """What the memory store holds: events accepted and not yet settled by every endpoint.
+
+    Each accepted event is held until every endpoint that took it delivered, dead-lettered or
+    dropped it (their outcomes say so); a request that would take the count or the bytes over
+    the bounds is refused with :class:`StoreFullError`, one that is over them by itself with
+    ``fits=False``.
+    """
+
+    def __init__(self, max_events: int | None, max_bytes: int) -> None:
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.events = 0
+        self.bytes = 0
+        # id(event) -> [event, endpoints still holding it, bytes]; the event is kept so that its
+        # id cannot be reused while it is counted
+        self._held: dict[int, list[Any]] = {}
+
+    def admit(self, events: Sequence[Event], takers: Sequence[int], sizes: Sequence[int]) -> None:
+        count = sum(1 for taken in takers if taken)
+        size = sum(size for size, taken in zip(sizes, takers, strict=True) if taken)
+        if (self.max_events is not None and count > self.max_events) or size > self.max_bytes:
+            raise StoreFullError(
+                f"{count} events of {size} bytes are more than the memory store holds at all "
+                f"(store.maxevents {self.max_events}, store.maxsize {self.max_bytes}); send "
+                "fewer per request",
+                fits=False,
+            )
+        if not count:
+            pass
+        elif self.max_events is not None and self.events + count > self.max_events:
+            raise StoreFullError(
+                f"the memory store holds {self.events} events, its limit is {self.max_events} "
+                "(store.maxevents); retry when the endpoints caught up"
+            )
+        elif self.bytes + size > self.max_bytes:
+            raise StoreFullError(
+                f"the memory store holds {self.bytes} bytes of events, its limit is "
+                f"{self.max_bytes} (store.maxsize); retry when the endpoints caught up"
+            )
+        held = self._held
+        for event, taken, event_size in zip(events, takers, sizes, strict=True):
+            if not taken:
+                continue
+            entry = held.get(id(event))
+            if entry is not None:  # the same object accepted again: held once more
+                entry[1] += taken
+                continue
+            held[id(event)] = [event, taken, event_size]
+            self.events += 1
+            self.bytes += event_size
+
+    def release(self, events: Iterable[Any]) -> None:
+        held = self._held
+        for event in events:
+            entry = held.get(id(event))
+            if entry is None or entry[0] is not event:
+                continue
+            entry[1] -= 1
+            if entry[1] <= 0:
+                del held[id(event)]
+                self.events -= 1
+                self.bytes -= entry[2]
+
+    def reset(self) -> None:
+        self._held.clear()
+        self.events = 0
+        self.bytes = 0
+
+
+class _Release(abc.ObserverBase[Outcome]):
+    """Gives the memory budget back as an endpoint settles events."""
+
+    _FINAL = frozenset({OutcomeKind.DELIVERED, OutcomeKind.DEAD_LETTERED, OutcomeKind.DROPPED})
+
+    def __init__(self, budget: _MemoryBudget) -> None:
+        self._budget = budget
+
+    def on_next(self, value: Outcome) -> None:
+        if value.kind in self._FINAL and value.events:
+            self._budget.release(value.events)
+
+    def on_error(self, error: Exception) -> None:
+        pass
 
     def on_completed(self) -> None:
         pass
@@ -333,7 +496,7 @@ class Relay:
 
     def __init__(self, config: RelayConfig, *, scheduler: abc.SchedulerBase | None = None) -> None:
         self.config = config
-        self.store = open_store(config.store)
+        self.store = open_store(config.store, exclusive=True)
         pairs = build_endpoints(config, scheduler=scheduler, store=self.store)
         self.endpoint_configs: tuple[EndpointConfig, ...] = tuple(cfg for cfg, _ in pairs)
         self._built: tuple[Endpoint, ...] = tuple(endpoint for _, endpoint in pairs)
@@ -347,8 +510,14 @@ class Relay:
         self._leases: Any = None  # a LeaseManager with a Redis store
         self.instance_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.subject = EventSubject()
+        self._budget: _MemoryBudget | None = None
+        if self.store is None:
+            self._budget = _MemoryBudget(
+                config.store.memory_max_events, config.store.memory_max_bytes
+            )
+        self._unsubscribed: set[str] = set()  # disabled endpoints taken off the subject
         for endpoint in self._built:
-            endpoint.outcomes.subscribe(_StateLog(endpoint.name))
+            self._watch(endpoint)
             if self.store is None:
                 self.subject.add(endpoint)
             # a durable endpoint is fed by accept() once the store committed (with the seq);
@@ -359,6 +528,14 @@ class Relay:
         self._accepting = False
         self._stopped: asyncio.Future[CloseReport] | None = None
         self._compactor: asyncio.Task[None] | None = None
+        self._store_problem: str | None = None
+        self._probed = 0.0
+
+    def _watch(self, endpoint: Endpoint) -> None:
+        endpoint.outcomes.subscribe(_StateLog(endpoint.name))
+        endpoint.dead_letters.subscribe(_DeadLetterLog(endpoint.name))
+        if self._budget is not None:
+            endpoint.outcomes.subscribe(_Release(self._budget))
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
@@ -413,9 +590,21 @@ class Relay:
         """
         if self._runner is not None:
             raise RuntimeError("the relay is already started")
+        ingest = self.config.ingest
+        exposure = exposure_problems(ingest)
+        if exposure:
+            raise ConfigErrors(exposure)
+        if ingest.token is None and listens_beyond_loopback(ingest):
+            log.warning(
+                "ingest: listening on %s, beyond loopback, WITHOUT a token (ingest.insecure): "
+                "anyone who can reach it can post events; the admin routes stay closed",
+                ingest.addr,
+            )
         if self.store is not None:
-            # StoreError (corrupt, unwritable, unreachable) stops the start with its message
+            # StoreError (corrupt, unwritable, unreachable, locked by another relay) stops the
+            # start with its message
             await self.store.open()
+            await self._report_orphans()
             if self._shared:
                 from ._lease import LeaseManager  # needs the optional `redis` package
 
@@ -432,10 +621,9 @@ class Relay:
                 for endpoint in self._built:
                     endpoint.start()  # resumes each endpoint's backlog from the store
             self._compactor = asyncio.ensure_future(self._compact_regularly())
-        ingest = self.config.ingest
-        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=_HANDLER_SHUTDOWN)
+        runner = ingest_runner(self.app, ingest, _HANDLER_SHUTDOWN)
         await runner.setup()
-        site = web.TCPSite(runner, ingest.host or None, ingest.port)
+        site = GuardedSite(runner, ingest.host or None, ingest.port, self.app[GUARD])
         try:
             await site.start()
         except OSError as exc:
@@ -449,44 +637,73 @@ class Relay:
         self._address = (str(bound[0]), int(bound[1]))
         self._accepting = True
         store = self.config.store
+        if store.kind == "memory":
+            events = store.memory_max_events
+            where = (
+                f"in memory (nothing survives a restart; at most "
+                f"{'unbounded' if events is None else events} events, "
+                f"{store.memory_max_bytes} bytes)"
+            )
+        elif store.kind == "sqlite":
+            where = str(store.path)
+        else:
+            where = redact_url(store.url or "")
+        log.info("store: %s", where, extra={"store": store.kind})
+        # the real addresses: every interface shows as such, not as the loopback URL
+        listening = ", ".join(_shown_address(address) for address in runner.addresses)
         log.info(
-            "store: %s",
-            {"memory": "in memory (nothing survives a restart)", "sqlite": store.path}.get(
-                store.kind, store.url
-            ),
-            extra={"store": store.kind},
-        )
-        log.info(
-            "ingest listening on %s; %d endpoint(s): %s",
-            self.url,
+            "ingest listening on %s (POST /events); %d endpoint(s): %s",
+            listening,
             len(self.endpoints),
             ", ".join(endpoint.name for endpoint in self.endpoints) or "none",
             extra={"url": self.url},
         )
 
-    async def accept(self, events: Sequence[Event]) -> None:
+    async def accept(self, events: Sequence[Event], *, size: int | None = None) -> None:
         """Take accepted events in: the one place where events enter the relay.
 
         With a durable store, the events and one delivery per accepting endpoint are committed
         first (one transaction); then each endpoint is told, and the subject carries the events
         to any other observer. In memory mode they are written to the subject, which hands them
-        to every endpoint's queue. Either way it returns once they are accepted, so the ingest
-        may answer 2xx.
+        to every endpoint's queue, within the memory store's bounds. Either way it returns once
+        they are accepted, so the ingest may answer 2xx. An endpoint disabled by 410 Gone takes
+        none of them (they count as its ``Dropped``).
+
+        Args:
+            events: the events.
+            size: the bytes they took in the request (the memory store's bound counts them);
+                by default their JSON is measured.
 
         Raises:
             SinkClosedError: the relay is stopping.
+            StoreFullError: the memory store is at its bounds: nothing was accepted.
             StoreError: the store could not commit them (disk full...): nothing was accepted.
         """
+        disabled = self._disabled()
         if self.store is None:
+            if self._budget is not None:
+                self._admit(events, size, disabled)
             self.subject.write(*events)
             return
         if not self._accepting and self._runner is not None:
             raise SINK_CLOSED
         routes = [
-            [endpoint.name for endpoint in self._built if endpoint.accepts(event)]
+            [
+                endpoint.name
+                for endpoint in self._built
+                if endpoint.name not in disabled and endpoint.accepts(event)
+            ]
             for event in events
         ]
-        seqs = await self.store.append(events, routes)
+        if disabled:
+            self._count_skipped(events, disabled)
+        try:
+            seqs = await self.store.append(events, routes)
+        except StoreError as exc:
+            self._store_problem = str(exc)
+            self._probed = time.monotonic()
+            raise
+        self._store_problem = None
         live = self._live
         for seq, event, names in zip(seqs, events, routes, strict=True):
             for name in names:
@@ -495,6 +712,117 @@ class Relay:
                     endpoint.on_stored(seq, event)
         if self.subject.members:
             self.subject.write(*events)
+
+    def _disabled(self) -> dict[str, Endpoint]:
+        """The endpoints (delivering here) that disabled themselves, by name."""
+        disabled = {name: ep for name, ep in self._live.items() if ep.disabled}
+        if disabled and self.store is None:
+            for name, endpoint in disabled.items():
+                if name not in self._unsubscribed:
+                    # it takes nothing any more: the subject stops handing it events
+                    self._unsubscribed.add(name)
+                    self.subject.remove(endpoint)
+        return disabled
+
+    def _count_skipped(self, events: Sequence[Event], disabled: dict[str, Endpoint]) -> None:
+        for endpoint in disabled.values():
+            skipped = sum(1 for event in events if endpoint.accepts(event))
+            if skipped:
+                endpoint.metrics_observer.dropped(skipped)
+
+    def _admit(
+        self, events: Sequence[Event], size: int | None, disabled: dict[str, Endpoint]
+    ) -> None:
+        assert self._budget is not None
+        if disabled:
+            self._count_skipped(events, disabled)
+        takers = [
+            sum(
+                1
+                for endpoint in self._built
+                if endpoint.name not in disabled and endpoint.accepts(event)
+            )
+            for event in events
+        ]
+        if size is not None and events:
+            each = max(1, size // len(events))
+            sizes = [each] * len(events)
+        else:
+            sizes = [len(encode_event(event).encode("utf-8", "surrogatepass")) for event in events]
+        try:
+            self._budget.admit(events, takers, sizes)
+        except StoreFullError as exc:
+            if not exc.fits or any(endpoint.pending for endpoint in self._built):
+                raise
+            # nothing is queued anywhere: what the budget still counts was settled without an
+            # outcome (closed endpoints): start over rather than refuse for ever
+            self._budget.reset()
+            self._budget.admit(events, takers, sizes)
+
+    async def store_problem(self) -> str | None:
+        """Why the store cannot write, or ``None`` when it can (as far as is known).
+
+        Set when a write failed (a full disk); while it is, a small test write is tried at most
+        every few seconds, and a success clears it.
+        """
+        problem = self._store_problem
+        if problem is None or self.store is None:
+            return None
+        now = time.monotonic()
+        if now - self._probed < _PROBE_EVERY:
+            return problem
+        self._probed = now
+        probe = getattr(self.store, "probe", None)
+        if probe is None:
+            return problem
+        try:
+            await probe()
+        except StoreError as exc:
+            self._store_problem = str(exc)
+        else:
+            self._store_problem = None
+        return self._store_problem
+
+    async def _report_orphans(self) -> None:
+        """Warn about endpoints the store keeps events for that the configuration lacks."""
+        backlogs = getattr(self.store, "backlogs", None)
+        if backlogs is None:
+            return
+        configured = {endpoint.name for endpoint in self.config.endpoints}
+        try:
+            found = await backlogs()
+        except StoreError as exc:
+            log.warning("store: cannot list its endpoints: %s", exc)
+            return
+        for backlog in found:
+            if backlog.endpoint in configured:
+                continue
+            log.warning(
+                "store: endpoint %r is not in the configuration but the store keeps %d "
+                "undelivered event(s) and %d dead letter(s) for it (renamed or removed?); "
+                "drop them with `rxsinks store drop-endpoint %s --config FILE`, or give them to "
+                "a configured endpoint with `rxsinks store move-endpoint %s NEW --config FILE` "
+                "(with the relay stopped)",
+                backlog.endpoint,
+                backlog.pending,
+                backlog.dead_letters,
+                backlog.endpoint,
+                backlog.endpoint,
+                extra={"endpoint": backlog.endpoint, "state": "orphaned"},
+            )
+
+    async def compact(self) -> int:
+        """Drop from the store what every endpoint has delivered; returns how many events.
+
+        Deliveries kept for endpoints that are not configured any more hold back only their
+        own events (see the start-up warning), not everybody's.
+        """
+        if self.store is None:
+            return 0
+        if isinstance(self.store, SQLiteStore):
+            names = [endpoint.name for endpoint in self.config.endpoints]
+            return await self.store.compact(names)
+        return await self.store.compact()
 
     async def dead_letters(
         self, endpoint: str | None = None, since: float | None = None
@@ -529,7 +857,7 @@ class Relay:
             store_window=self.config.store.window,
             poll_interval=_POLL_INTERVAL,
         )
-        endpoint.outcomes.subscribe(_StateLog(name))
+        self._watch(endpoint)
         endpoint.start()  # reads the endpoint's whole backlog: nothing another relay left
         self._live[name] = endpoint
         log.info(
@@ -561,7 +889,7 @@ class Relay:
         while True:
             await asyncio.sleep(_COMPACT_EVERY)
             try:
-                removed = await self.store.compact()
+                removed = await self.compact()
             except Exception as exc:  # a failed compaction only delays the next one
                 log.warning("store compaction failed: %s", exc)
                 continue
@@ -643,3 +971,9 @@ class Relay:
 
     async def __aexit__(self, *_: object) -> None:
         await self.stop()
+
+
+def _shown_address(address: Any) -> str:
+    """A bound socket address as ``host:port`` (IPv6 in brackets)."""
+    host, port = str(address[0]), int(address[1])
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -23,10 +23,12 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Iterable
 
 __all__ = [
+    "MAX_MESSAGE_ID",
     "MIN_KEY_BYTES",
     "SECRET_PREFIX",
     "message_id",
@@ -42,6 +44,14 @@ MIN_KEY_BYTES = 16
 """The shortest key accepted (the spec recommends 24 to 64 bytes; shorter keys are guessable)."""
 
 _BLOCK_ID_PREFIX = "blk_"
+_EVENT_ID_PREFIX = "evt_"
+
+MAX_MESSAGE_ID = 255
+"""The longest event id used as a ``webhook-id`` as it is (longer ones are hashed)."""
+
+# what an event id may hold to become a header value as it is: visible ASCII, no white space
+# (the registry's ids are UUIDs); anything else is hashed, so no event data reaches a header
+_SAFE_ID = re.compile(rf"[\x21-\x7e]{{1,{MAX_MESSAGE_ID}}}")
 
 
 def parse_secret(secret: str) -> bytes:
@@ -120,11 +130,15 @@ def signature_headers(
 def message_id(event_ids: Iterable[str], body: bytes = b"") -> str:
     """Derive the ``webhook-id`` of a block from its event ids.
 
-    A one-event block uses the event's own id; a larger block uses ``"blk_"`` + the first 32 hex
-    digits of the SHA-256 of the ids joined by newlines. Either way the id depends on the events
-    only, so it is the same on every retry and after a restart, and receivers can use it to drop
-    duplicates. When an event has no id (or the block is empty), the hash is taken over ``body``
-    instead, so that distinct id-less events never share a message id.
+    A one-event block uses the event's own id when it is a safe header value (1 to
+    :data:`MAX_MESSAGE_ID` visible ASCII characters, as the registry's UUIDs are), else
+    ``"evt_"`` + the first 32 hex digits of the SHA-256 of the id: an id with a line break, a
+    NUL or 20 KB of text would make a request that can never be sent, and it comes from whoever
+    posted the event. A larger block uses ``"blk_"`` + the first 32 hex digits of the SHA-256 of
+    the ids joined by newlines. Either way the id depends on the events only, so it is the same
+    on every retry and after a restart, and receivers can use it to drop duplicates. When an
+    event has no id (or the block is empty), the hash is taken over ``body`` instead, so that
+    distinct id-less events never share a message id.
 
     Args:
         event_ids: the ids of the block's events, in order.
@@ -138,11 +152,17 @@ def message_id(event_ids: Iterable[str], body: bytes = b"") -> str:
         '45e1b4e6'
         >>> message_id(["a", "b"])
         'blk_7e18f737311b2dc3b2f269dd78396b03'
+        >>> message_id(["evil\\r\\nX: y"])
+        'evt_996c1b73d526a2986b93fd08420e83ca'
     """
     ids = list(event_ids)
     if ids and all(ids):
         if len(ids) == 1:
-            return ids[0]
+            only = ids[0]
+            if _SAFE_ID.fullmatch(only):
+                return only
+            digest = hashlib.sha256(only.encode("utf-8", "surrogatepass")).hexdigest()
+            return _EVENT_ID_PREFIX + digest[:32]
         data = "\n".join(ids).encode("utf-8", "surrogatepass")
     else:
         data = body

@@ -11,6 +11,13 @@ So after any crash or restart, every accepted event is delivered to every endpoi
 confirmed it, in seq order (at-least-once: only the block in flight at the crash can repeat;
 receivers dedupe on the event id / ``webhook-id``).
 
+One relay per store: a relay opens it with ``exclusive=True``, which takes an exclusive lock on
+``<path>.lock``; a second relay on the same file gets :class:`StoreLockedError` (two relays
+would each deliver every event). Other processes (the CLI listing dead letters) open it without
+the lock, beside the running relay. Every file holding event payloads (the database, its
+``-wal`` and ``-shm`` files, the confirm journal, the lock) is made readable by its owner only
+(0600). A database that holds tables of something else is refused, never adopted.
+
 All database I/O runs on one dedicated thread with its own connection, never on the event loop
 (the loop only writes journal records into mapped memory). The thread commits whatever work is
 waiting in one transaction (group commit), so ingest throughput stays close to memory mode under
@@ -22,13 +29,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import fcntl
 import logging
 import os
 import queue as thread_queue
 import sqlite3
+import stat
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,8 +47,16 @@ from ._checkpoint import Checkpointer
 from ._event import Event, encode_event
 from ._exceptions import RxSinksError
 from ._journal import ConfirmJournal, JournalBusy
+from ._throttle import LogThrottle
 
-__all__ = ["DeadLetterRecord", "SQLiteStore", "StoreError"]
+__all__ = [
+    "DeadLetterRecord",
+    "EndpointBacklog",
+    "SQLiteStore",
+    "StoreError",
+    "StoreFullError",
+    "StoreLockedError",
+]
 
 log = logging.getLogger("rxsinks.store")
 
@@ -68,6 +86,21 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS journal_endpoints (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
 """
 _FORMAT = "rxsinks-store-1"
+_TABLES = frozenset({"events", "deliveries", "dead_letters", "meta", "journal_endpoints"})
+# every endpoint name in ``deliveries``, one index seek each (a skip scan of the primary key)
+_DELIVERY_ENDPOINTS = """
+WITH RECURSIVE names(name) AS (
+    SELECT (SELECT MIN(endpoint) FROM deliveries)
+    UNION ALL
+    SELECT (SELECT MIN(endpoint) FROM deliveries WHERE endpoint > names.name)
+    FROM names WHERE names.name IS NOT NULL
+)
+SELECT name FROM names WHERE name IS NOT NULL
+"""
+# a store failing to apply confirms (a full disk) fails on every batch: one line a minute
+_ERROR_EVERY = 60.0
+# what a health probe writes: about one event's worth, so that "the store can write" means it
+_PROBE_BYTES = 1024
 # the most seqs bound in one ``IN (...)`` list (SQLite allows 32,766 parameters since 3.32)
 _IN_LIMIT = 5_000
 # confirm journal records wait at most this long before the store thread applies them (the
@@ -79,6 +112,112 @@ _CHECKPOINT_EVERY = 200
 
 class StoreError(RxSinksError):
     """The store cannot be opened or written (corrupt, unwritable, disk full)."""
+
+
+class StoreLockedError(StoreError):
+    """Another relay uses the store (its lock file is held)."""
+
+
+class StoreFullError(StoreError):
+    """The store holds as much as it may (the memory store's bounds): retry later.
+
+    Attributes:
+        fits: False when what was refused is larger than the store may ever hold: retrying the
+            same request cannot succeed.
+    """
+
+    def __init__(self, message: str, *, fits: bool = True) -> None:
+        super().__init__(message)
+        self.fits = fits
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointBacklog:
+    """What the store keeps for one endpoint.
+
+    Attributes:
+        endpoint: the endpoint's name.
+        pending: deliveries still to do.
+        dead_letters: dead letters kept.
+    """
+
+    endpoint: str
+    pending: int
+    dead_letters: int
+
+
+class _StoreLock:
+    """An exclusive ``flock`` on ``<database>.lock``, held while a relay runs on the store.
+
+    The lock goes with the process: a killed relay leaves the file, never the lock. The file
+    holds the pid of the holder, for the message another relay gets.
+    """
+
+    def __init__(self, database: Path) -> None:
+        self.database = database
+        self.path = Path(f"{database}.lock")
+        self._fd: int | None = None
+        self._created = False
+
+    def acquire(self) -> None:
+        self._created = not self.path.exists()
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(
+                f"store {self.database}: cannot create its lock file {self.path}: "
+                f"{exc.strerror or exc}"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise StoreError(
+                    f"store {self.database}: cannot lock {self.path}: {exc.strerror or exc}"
+                ) from None
+            who = f"pid {holder}" if holder.isdigit() else "another process"
+            raise StoreLockedError(
+                f"store {self.database} is in use by another rxsinks relay ({who}, holding "
+                f"{self.path}); one relay per store, or both would deliver every event: stop "
+                "that relay, or give this one its own store.path"
+            ) from None
+        _make_private(self.path)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        self._fd = fd
+
+    def release(self, *, failed: bool = False) -> None:
+        """Release the lock; after a failed open, remove the file if this open created it (a
+        refused database keeps no file of rxsinks' beside it)."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        if failed and self._created:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _make_private(path: Path) -> None:
+    """Make an existing file readable and writable by its owner only (it holds payloads)."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return
+    if mode & 0o077:
+        try:
+            os.chmod(path, mode & 0o700)
+        except OSError as exc:
+            log.warning(
+                "store file %s is readable by others (mode %04o) and cannot be changed: %s",
+                path,
+                mode,
+                exc.strerror or exc,
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,11 +276,14 @@ class SQLiteStore:
     """An embedded, durable store for the relay's queues. See the module docstring.
 
     Args:
-        path: the database file (created if missing).
+        path: the database file (created if missing, mode 0600).
         retention: seconds to keep delivered events before compaction deletes them.
         max_bytes: cap on the database size; past it, appends fail with :class:`StoreError`
             ("database or disk is full") and nothing is acknowledged, exactly as when the disk
             itself is full.
+        exclusive: take the store's lock at :meth:`open` (a relay does): another process
+            opening it with ``exclusive=True`` gets :class:`StoreLockedError` until
+            :meth:`close`.
     """
 
     def __init__(
@@ -150,10 +292,13 @@ class SQLiteStore:
         *,
         retention: float = 0.0,
         max_bytes: int | None = None,
+        exclusive: bool = False,
     ) -> None:
         self.path = Path(path)
         self.retention = retention
         self.max_bytes = max_bytes
+        self._lock = _StoreLock(self.path) if exclusive else None
+        self._errors = LogThrottle(log, logging.ERROR, _ERROR_EVERY)
         self._jobs: thread_queue.SimpleQueue[_Job | None] = thread_queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -174,7 +319,18 @@ class SQLiteStore:
     # -- life cycle ----------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Open (or create) the database; raises :class:`StoreError` with a clear message."""
+        """Open (or create) the database; raises :class:`StoreError` with a clear message
+        (:class:`StoreLockedError` when ``exclusive`` and another relay holds it)."""
+        if self._lock is not None:
+            self._lock.acquire()
+        try:
+            await self._open()
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release(failed=True)
+            raise
+
+    async def _open(self) -> None:
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         loop = asyncio.get_running_loop()
 
@@ -199,8 +355,10 @@ class SQLiteStore:
         parent = path.parent if str(path.parent) else Path(".")
         if not path.exists() and not os.access(parent, os.W_OK):
             raise StoreError(f"store {path}: cannot create it, directory {parent} not writable")
+        _create_private(path)
         try:
             db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            _refuse_foreign(db, path)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA foreign_keys=OFF")
@@ -223,6 +381,10 @@ class SQLiteStore:
             raise StoreError(
                 f"store {path}: {exc} (is it an rxsinks store? not deleting it)"
             ) from exc
+        # SQLite gives -wal and -shm the database's mode when it creates them; files left by
+        # an older version (0644) are made private here
+        for companion in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            _make_private(companion)
         self._journal = self._open_journal()
         # what a killed process confirmed and had not applied: before anything reads the queues
         self._apply_journal(db)
@@ -272,9 +434,12 @@ class SQLiteStore:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
             # the records stay in the journal: applied with the next batch
-            log.error("store %s: applying confirmed deliveries failed: %s", self.path, exc)
+            self._errors.failed(
+                "store %s: applying confirmed deliveries failed: %s", self.path, exc
+            )
             return
         journal.applied(head)
+        self._errors.succeeded("store %s: writes work again", self.path)
 
     def _run(
         self, loop: asyncio.AbstractEventLoop, report: Callable[[BaseException | None], None]
@@ -365,7 +530,7 @@ class SQLiteStore:
             if job.future is not None and job.loop is not None:
                 answers.setdefault(job.loop, []).append((job.future, result, error))
             elif error is not None:
-                log.error("store: %s", error)
+                self._errors.failed("store: %s", error)
         for loop, batch in answers.items():
             loop.call_soon_threadsafe(_resolve_all, batch)
 
@@ -391,6 +556,8 @@ class SQLiteStore:
         if self._thread is not None:
             self._jobs.put(None)
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+        if self._lock is not None:
+            self._lock.release()
 
     # -- the log -------------------------------------------------------------------------------
 
@@ -617,36 +784,168 @@ class SQLiteStore:
 
         return await self._call(move)
 
-    async def compact(self) -> int:
+    async def compact(self, endpoints: Collection[str] | None = None) -> int:
         """Delete events nobody needs any more (delivered everywhere, not dead letters, older
-        than ``retention``); returns how many."""
+        than ``retention``); returns how many.
+
+        Args:
+            endpoints: the endpoints being delivered for (the configured ones). The deliveries
+                of any other endpoint (one removed from the configuration, whose backlog waits
+                to be dropped or moved) then keep only their own events, instead of every event
+                after their oldest: compaction goes on for the others. ``None``: every endpoint
+                counts as delivered for.
+        """
         horizon = time.time() - self.retention
 
         def delete(db: sqlite3.Connection) -> int:
-            cursor = db.execute(
-                "DELETE FROM events WHERE accepted < ? "
-                "AND seq < COALESCE((SELECT MIN(seq) FROM deliveries), 1 << 62) "
-                "AND seq NOT IN (SELECT seq FROM dead_letters)",
-                (horizon,),
+            if endpoints is None:
+                cursor = db.execute(
+                    "DELETE FROM events WHERE accepted < ? "
+                    "AND seq < COALESCE((SELECT MIN(seq) FROM deliveries), 1 << 62) "
+                    "AND seq NOT IN (SELECT seq FROM dead_letters)",
+                    (horizon,),
+                )
+                return cursor.rowcount
+            live = set(endpoints)
+            others = [name for (name,) in db.execute(_DELIVERY_ENDPOINTS) if name not in live]
+            # the oldest event a live endpoint still needs: one primary key seek each
+            lows = [
+                db.execute(
+                    "SELECT MIN(seq) FROM deliveries WHERE endpoint = ?", (name,)
+                ).fetchone()[0]
+                for name in live
+            ]
+            low = min((seq for seq in lows if seq is not None), default=1 << 62)
+            query = (
+                "DELETE FROM events WHERE accepted < ? AND seq < ? "
+                "AND seq NOT IN (SELECT seq FROM dead_letters)"
             )
-            return cursor.rowcount
+            args: list[Any] = [horizon, low]
+            if others:
+                marks = ",".join("?" * len(others))
+                query += (
+                    " AND NOT EXISTS (SELECT 1 FROM deliveries d "
+                    f"WHERE d.endpoint IN ({marks}) AND d.seq = events.seq)"
+                )
+                args += others
+            return db.execute(query, args).rowcount
 
         return await self._call(delete)
 
     async def endpoints(self) -> list[str]:
         """Endpoint names that have deliveries or dead letters in the store."""
+        return [backlog.endpoint for backlog in await self.backlogs()]
 
-        def select(db: sqlite3.Connection) -> list[str]:
-            rows = db.execute(
-                "SELECT endpoint FROM deliveries UNION SELECT endpoint FROM dead_letters"
-            ).fetchall()
-            return sorted(row[0] for row in rows)
+    async def backlogs(self) -> list[EndpointBacklog]:
+        """Every endpoint with deliveries or dead letters in the store, by name."""
+
+        def select(db: sqlite3.Connection) -> list[EndpointBacklog]:
+            pending = dict(
+                db.execute("SELECT endpoint, COUNT(*) FROM deliveries GROUP BY endpoint")
+            )
+            dead = dict(db.execute("SELECT endpoint, COUNT(*) FROM dead_letters GROUP BY endpoint"))
+            return [
+                EndpointBacklog(name, int(pending.get(name, 0)), int(dead.get(name, 0)))
+                for name in sorted(set(pending) | set(dead))
+            ]
 
         return await self._call(select)
+
+    async def drop_endpoint(self, endpoint: str) -> EndpointBacklog:
+        """Delete everything the store keeps for ``endpoint`` (its backlog and dead letters);
+        returns what was deleted. Compaction then removes the events nobody else needs."""
+
+        def drop(db: sqlite3.Connection) -> EndpointBacklog:
+            pending = db.execute("DELETE FROM deliveries WHERE endpoint = ?", (endpoint,))
+            dead = db.execute("DELETE FROM dead_letters WHERE endpoint = ?", (endpoint,))
+            return EndpointBacklog(endpoint, pending.rowcount, dead.rowcount)
+
+        return await self._call(drop)
+
+    async def move_endpoint(self, old: str, new: str) -> EndpointBacklog:
+        """Give ``old``'s backlog and dead letters to ``new`` (a renamed endpoint); returns
+        what was moved. Deliveries ``new`` already has are kept once.
+
+        Raises:
+            ValueError: ``old`` and ``new`` are the same name.
+        """
+        if old == new:
+            raise ValueError(f"moving endpoint {old!r} onto itself")
+
+        def move(db: sqlite3.Connection) -> EndpointBacklog:
+            pending = db.execute(
+                "INSERT OR IGNORE INTO deliveries (endpoint, seq) "
+                "SELECT ?, seq FROM deliveries WHERE endpoint = ?",
+                (new, old),
+            ).rowcount
+            db.execute("DELETE FROM deliveries WHERE endpoint = ?", (old,))
+            dead = db.execute(
+                "UPDATE dead_letters SET endpoint = ? WHERE endpoint = ?", (new, old)
+            ).rowcount
+            return EndpointBacklog(old, pending, dead)
+
+        return await self._call(move)
+
+    async def probe(self) -> None:
+        """Write (and commit) a small record, to learn whether the store can write again.
+
+        Raises:
+            StoreError: it cannot (a full disk...).
+        """
+        filler = "x" * _PROBE_BYTES
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', ?)",
+                (f"{time.time()} {filler}",),
+            )
+
+        await self._call(write)
 
 
 def _nothing(db: sqlite3.Connection) -> None:
     pass
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file empty with mode 0600 when it does not exist yet.
+
+    SQLite would create it with the process's umask (0644: every local user could read the
+    events); an empty file is a valid empty database to it.
+    """
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StoreError(f"store {path}: cannot create it: {exc.strerror or exc}") from None
+
+
+def _refuse_foreign(db: sqlite3.Connection, path: Path) -> None:
+    """Refuse a database with tables that are not an rxsinks store's.
+
+    Checked before anything is written (the WAL switch included): another application's
+    database must not silently get rxsinks tables, nor its journal mode changed.
+    """
+    tables = {
+        name
+        for (name,) in db.execute(
+            "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+            "AND name NOT LIKE 'sqlite_%'"
+        )
+    }
+    foreign = sorted(tables - _TABLES)
+    if not foreign:
+        return
+    if "meta" in tables:
+        row = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+        if row is not None and row[0] == _FORMAT:
+            return  # an rxsinks store somebody added a table to: still ours
+    shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+    raise StoreError(
+        f"store {path}: an SQLite database of something else (tables: {shown}), not an rxsinks "
+        "store; it is left untouched: give store.path a file of its own"
+    )
 
 
 def _delete_deliveries(db: sqlite3.Connection, endpoint: str, seqs: Sequence[int]) -> None:

@@ -15,7 +15,8 @@ without aiohttp's own redirect logic, because 301/302/303 turn a POST into a GET
     one ``timeout``. When the new URL has another origin (scheme, host, port), the credential
     headers (those redacted in logs) are not sent there. 301, 302 and 303 *with* a ``Location``
     are failures: :class:`~rxsinks.WebhookStatusError` with a note saying to point the endpoint at
-    the new URL. Any 3xx *without* a ``Location`` is a success, as in the registry.
+    the new URL; so is a 307/308 from ``https`` to ``http`` (the body and its signature would go
+    in cleartext). Any 3xx *without* a ``Location`` is a success, as in the registry.
 ``"none"``
     No redirect is followed: every 3xx is a success.
 
@@ -27,13 +28,18 @@ Failures, all subclasses of :class:`~rxsinks.DeliveryError` naming the endpoint 
   WARNING, and fails this and every later block with :class:`~rxsinks.EndpointDisabledError`
   without sending it;
 * a status listed in ``permanent_statuses``: :class:`~rxsinks.PermanentDeliveryError`;
+* a request that can never be sent (a block that cannot be encoded, a header value aiohttp
+  refuses): :class:`~rxsinks.PermanentDeliveryError` too, at once, without retries;
 * any other status: :class:`~rxsinks.WebhookStatusError`; for 429 and 503 its ``retry_after``
   holds the ``Retry-After`` delay in seconds (delta-seconds or HTTP-date), capped.
 
 Connections: every sink on one event loop shares one :class:`aiohttp.ClientSession` (keep-alive,
-connection reuse; reference counted, closed with its last sink). Response bodies are always read
-to the end and released, so a connection goes back to the pool after each request (the
-registry leaked them, distribution#473).
+connection reuse; reference counted, closed with its last sink; never through the environment's
+proxies). Response bodies are read and released, so a connection goes back to the pool after
+each request (the registry leaked them, distribution#473), but at most
+:data:`MAX_RESPONSE_BYTES` of a body is read (past it the connection is closed), and no
+compressed answer is asked for nor inflated. URLs in errors and logs have their user info and
+query values hidden (:func:`~rxsinks._redact.redact_url`).
 """
 
 from __future__ import annotations
@@ -66,11 +72,14 @@ from rxsinks._exceptions import (
     WebhookStatusError,
 )
 from rxsinks._metrics import status_phrase
+from rxsinks._redact import redact_text, redact_url
 from rxsinks._signing import message_id, parse_secret, signature_headers
 from rxsinks._tls import PathArg, client_ssl
 
 __all__ = [
     "MAX_REDIRECTS",
+    "MAX_RESPONSE_BYTES",
+    "MAX_RETRY_AFTER",
     "Attempt",
     "HeaderValues",
     "RedirectPolicy",
@@ -100,9 +109,19 @@ _RETRY_AFTER_STATUSES: Final = frozenset({429, 503})
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _DELTA_SECONDS = re.compile(r"[0-9]+")
+# A Retry-After beyond this many seconds (about 31 years) is read as this many: the caller caps
+# it anyway, and a float of a 400-digit number overflows.
+MAX_RETRY_AFTER: Final = 1_000_000_000.0
 # The start of a failed response's body goes into the error's notes, to show why it failed.
 _BODY_NOTE_BYTES: Final = 200
 _READ_CHUNK: Final = 65536
+# The most bytes read from one response body: a receiver answers with a status, not a download.
+# Past it the connection is closed instead of drained (a pool connection is cheaper than reading
+# a hostile or runaway body to its end).
+MAX_RESPONSE_BYTES: Final = 1024 * 1024
+# Characters a header value may not hold: aiohttp refuses them (header injection) and would
+# raise while building the request, which no retry can fix.
+_FORBIDDEN_HEADER_CHARS = re.compile(r"[\x00\r\n]")
 
 try:
     _USER_AGENT = f"rxsinks/{importlib.metadata.version('rxsinks')}"
@@ -152,6 +171,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
     Returns:
         Seconds to wait (0 for a date in the past), or ``None`` when absent or unreadable.
+        Never more than :data:`MAX_RETRY_AFTER`: a receiver may send any number of digits.
 
     Example:
         >>> parse_retry_after("120")
@@ -163,15 +183,23 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         return None
     text = value.strip()
     if _DELTA_SECONDS.fullmatch(text):
-        return float(int(text))
+        # int() of thousands of digits raises (Python's digit limit) and float() of hundreds
+        # overflows: only the significant digits are read, and only up to the cap
+        digits = text.lstrip("0") or "0"
+        if len(digits) > len(str(int(MAX_RETRY_AFTER))):
+            return MAX_RETRY_AFTER
+        return min(float(int(digits)), MAX_RETRY_AFTER)
+    if len(text) > 64:  # longer than any HTTP-date: not one
+        return None
     try:
         when = email.utils.parsedate_to_datetime(text)
+        if when.tzinfo is None:  # an HTTP-date is always GMT
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:  # an HTTP-date is always GMT
-        when = when.replace(tzinfo=UTC)
     current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)
+    return min(max(0.0, seconds - current), MAX_RETRY_AFTER)
 
 
 def _phrase(status: int, fallback: str | None) -> str:
@@ -191,8 +219,14 @@ class _SharedSession:
         self.session = aiohttp.ClientSession(
             # one session serves every endpoint: no cookie may travel from one to another
             cookie_jar=aiohttp.DummyCookieJar(),
-            headers={"User-Agent": _USER_AGENT},
+            # no compressed answers: a small gzip body can inflate to gigabytes, and a receiver
+            # has nothing to say that needs compressing (what a receiver sends compressed anyway
+            # is read as it came, and bounded: MAX_RESPONSE_BYTES)
+            headers={"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"},
+            auto_decompress=False,
             raise_for_status=False,
+            # the environment's proxies are not for webhooks: an endpoint is reached directly
+            trust_env=False,
         )
         self.users = 0
 
@@ -229,7 +263,8 @@ def _check_url(url: object) -> URL:
     try:
         parsed = URL(url)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"url {str(url)!r} is not a valid URL: {exc}") from None
+        shown = redact_url(str(url))
+        raise ValueError(f"url {shown!r} is not a valid URL: {redact_text(str(exc))}") from None
     if parsed.scheme not in ("http", "https"):
         raise ValueError(f"url must start with http:// or https://, got {_display(parsed)!r}")
     if not parsed.host:
@@ -238,10 +273,9 @@ def _check_url(url: object) -> URL:
 
 
 def _display(url: URL) -> str:
-    # user info in a URL is a credential (a password, or a token as the user name): never show it
-    if url.user is None and url.password is None:
-        return str(url)
-    return str(url.with_password(None).with_user("***"))
+    # user info and query values may be credentials (a password, a token as the user name, an
+    # ?api_key=): never shown, see rxsinks._redact
+    return redact_url(url)
 
 
 def _check_number(argument: str, value: object, *, positive: bool) -> float:
@@ -603,7 +637,24 @@ class WebhookSink:
                 events=events,
             ) from exc
         session = self._session()
-        headers = self._request_headers(events, body)
+        try:
+            headers = self._request_headers(events, body)
+        except Exception as exc:
+            raise PermanentDeliveryError(
+                f"webhook {self._name}: the request cannot be built: {exc}",
+                endpoint=self._name,
+                events=events,
+            ) from exc
+        # configured headers were checked when the sink was built; the signature's are derived
+        # from the events (message_id hashes an unsafe id), and checked here once more
+        problem = None if self._key is None else _header_problem(headers)
+        if problem is not None:
+            # the same block builds the same headers on every attempt: retrying cannot help
+            raise PermanentDeliveryError(
+                f"webhook {self._name}: the request cannot be built: {problem}",
+                endpoint=self._name,
+                events=events,
+            )
         started = time.perf_counter()
         answer = await self._exchange(session, body, headers, events)
         duration = time.perf_counter() - started
@@ -664,7 +715,7 @@ class WebhookSink:
             except (ValueError, TypeError):
                 redirect = None
             # a Location may carry user info too: show it the way the endpoint URL is shown
-            shown = repr(answer.location) if redirect is None else repr(_display(redirect))
+            shown = repr(redact_url(answer.location if redirect is None else redirect))
             if answer.status not in (307, 308):
                 return replace(
                     answer,
@@ -676,6 +727,14 @@ class WebhookSink:
                 return replace(answer, problem=f"stopped after {MAX_REDIRECTS} redirects")
             if redirect is None or redirect.scheme not in ("http", "https") or not redirect.host:
                 return replace(answer, problem=f"redirect to {shown}: not an http(s) URL")
+            if target.scheme == "https" and redirect.scheme != "https":
+                # the body and a valid signature would cross the network in cleartext
+                return replace(
+                    answer,
+                    problem=f"redirect to {shown} refused: it leaves https for http, which would "
+                    "send the events and their signature in cleartext; point the endpoint at "
+                    "the URL to use",
+                )
             if redirect.origin() != target.origin():
                 # credentials were given for the configured origin, not for wherever it points
                 headers = headers.copy()
@@ -693,7 +752,8 @@ class WebhookSink:
         deadline: float,
         events: tuple[Event, ...],
     ) -> _Answer | _NoAnswer:
-        """One request; its body is always read (the start of it kept only on failure)."""
+        """One request; its body is read up to :data:`MAX_RESPONSE_BYTES` (the start of it kept
+        only on failure)."""
         remaining = deadline - time.monotonic()
         try:
             if remaining <= 0:
@@ -707,16 +767,24 @@ class WebhookSink:
                 timeout=aiohttp.ClientTimeout(total=remaining),
             ) as response:
                 keep = 0 if 200 <= response.status < 300 else _BODY_NOTE_BYTES
-                # the body is always read: the connection returns to the pool only then
+                # the body is read (the connection returns to the pool only then), but never
+                # more of it than MAX_RESPONSE_BYTES, and only its start is kept
                 length = response.content_length
                 if length is not None and length <= _READ_CHUNK:
                     start = (await response.read())[:keep]  # small (the usual): at once
                 else:
-                    # drained in chunks, not kept: a large answer must not cost memory
                     start = b""
+                    read = 0
                     async for chunk in response.content.iter_chunked(_READ_CHUNK):
                         if len(start) < keep:
                             start += chunk[: keep - len(start)]
+                        read += len(chunk)
+                        if read >= MAX_RESPONSE_BYTES:
+                            response.close()  # the rest is not read: this connection goes
+                            break
+                if keep and response.headers.get("Content-Encoding", "identity") != "identity":
+                    # compressed although identity was asked for: the bytes say nothing legible
+                    start = b""
                 return _Answer(
                     status=response.status,
                     reason=_phrase(response.status, response.reason),
@@ -727,6 +795,16 @@ class WebhookSink:
                 )
         except Exception as exc:
             cause = _describe_transport_error(exc, self._timeout)
+            if _unbuildable(exc):
+                # raised while the request was being written: the same block fails the same
+                # way on every attempt, so it must not be retried (it would block the endpoint)
+                permanent = PermanentDeliveryError(
+                    f"POST {_display(target)}: the request cannot be built: {cause}",
+                    endpoint=self._name,
+                    events=events,
+                )
+                permanent.__cause__ = exc
+                return _NoAnswer(target, permanent)
             error = DeliveryError(
                 f"POST {_display(target)} failed: {cause}", endpoint=self._name, events=events
             )
@@ -762,6 +840,8 @@ class WebhookSink:
         else:
             retry_after = None
             if answer.status in _RETRY_AFTER_STATUSES:
+                # parse_retry_after never raises: an unreadable value means no delay asked for,
+                # and the status is reported all the same
                 retry_after = parse_retry_after(answer.retry_after)
                 if retry_after is not None:
                     retry_after = min(retry_after, self._retry_after_cap)
@@ -818,8 +898,32 @@ def _events(block: object, name: str) -> tuple[Event, ...]:
     return events
 
 
+def _header_problem(headers: CIMultiDict[str]) -> str | None:
+    """What makes these headers unsendable (a value with CR, LF or NUL), or ``None``."""
+    for name, value in headers.items():
+        if _FORBIDDEN_HEADER_CHARS.search(value):
+            return f"the value of header {name!r} contains a line break or NUL"
+    return None
+
+
+def _unbuildable(exc: BaseException) -> bool:
+    """Whether aiohttp refused to build the request itself (a value it cannot encode or
+    that fails its header checks), as opposed to a network failure."""
+    if isinstance(exc, aiohttp.ClientError | OSError | TimeoutError):
+        return False
+    return isinstance(exc, ValueError | TypeError)  # UnicodeEncodeError is a ValueError
+
+
 def _describe_transport_error(exc: BaseException, timeout: float) -> str:
-    """Name the cause of a request that got no response, in words a person can act on."""
+    """Name the cause of a request that got no response, in words a person can act on.
+
+    Texts taken from an exception go through :func:`~rxsinks._redact.redact_text`: aiohttp
+    quotes URLs in some of its messages.
+    """
+    return redact_text(_transport_cause(exc, timeout))
+
+
+def _transport_cause(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return f"TLS certificate verification failed: {exc.certificate_error}"
     if isinstance(exc, aiohttp.ClientConnectorDNSError):

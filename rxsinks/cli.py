@@ -1,8 +1,12 @@
-"""The ``rxsinks`` command: ``serve``, ``check-config``, ``send`` and ``demo``.
+"""The ``rxsinks`` command: ``serve``, ``check-config``, ``send``, ``demo``, ``dead-letters``
+and ``store``.
 
-Exit codes: 0 success; 1 a runtime failure (port in use, an ingest that refused events, a demo
-check that failed); 2 bad input (an invalid configuration, an unreadable events file, a wrong
-option). Problems are printed one per line on stderr, never as a traceback.
+Exit codes: 0 success; 1 a runtime failure (port in use, a store another relay holds, an ingest
+that refused events, a demo check that failed); 2 bad input (an invalid configuration, an
+unreadable events file, a wrong option). Problems are printed one per line on stderr, never as a
+traceback. Every URL printed or logged has its user info and query values hidden
+(:mod:`rxsinks._redact`), and the commands that talk to a running relay never go through the
+environment's proxies (``http_proxy``...): they carry the admin token.
 """
 
 from __future__ import annotations
@@ -13,13 +17,11 @@ import logging
 import signal
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
+import aiohttp
 import click
 import yaml
 from rich.console import Console
@@ -28,10 +30,12 @@ from rich.table import Table
 from yarl import URL
 
 from . import __version__
-from ._config import ConfigErrors, LogConfig, RelayConfig, load_config
+from ._config import ConfigErrors, LogConfig, RelayConfig, exposure_problems, load_config
+from ._durable import Store
 from ._event import MEDIA_TYPE_V1, MEDIA_TYPE_V2, Event, decode_envelope, decode_ndjson
 from ._exceptions import DeliveryError, EnvelopeError
 from ._ingest import post_events
+from ._redact import redact_text, redact_url
 from ._relay import Relay, build_endpoints, open_store
 from ._store import StoreError
 from ._units import parse_duration
@@ -55,7 +59,11 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
 
 
 class _TextFormatter(logging.Formatter):
-    """``time level logger: message key=value ...``: readable, and still greppable by field."""
+    """``time level logger: message key=value ...``: readable, and still greppable by field.
+
+    Every URL in the line is redacted (:func:`~rxsinks._redact.redact_text`): a last guard for
+    a message built from text rxsinks does not control (a library's exception).
+    """
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -65,11 +73,14 @@ class _TextFormatter(logging.Formatter):
         extras = _extras(record)
         if extras:
             text += " " + " ".join(f"{key}={value}" for key, value in extras.items())
-        return text
+        return redact_text(text)
 
 
 class _JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, then the record's extras."""
+    """One JSON object per line: time, level, logger, message, then the record's extras.
+
+    URLs are redacted as in the text format.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
@@ -81,7 +92,7 @@ class _JsonFormatter(logging.Formatter):
         data.update(_extras(record))
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
-        return json.dumps(data, default=str, ensure_ascii=False)
+        return redact_text(json.dumps(data, default=str, ensure_ascii=False))
 
 
 def _configure_logging(config: LogConfig) -> None:
@@ -95,17 +106,25 @@ def _configure_logging(config: LogConfig) -> None:
 def _fail(problems: Sequence[object], code: int) -> NoReturn:
     # plain echo, not rich: a problem must stay on one line however wide the terminal is
     for problem in problems:
-        click.echo(str(problem), err=True)
+        click.echo(redact_text(str(problem)), err=True)
     sys.exit(code)
 
 
-def _load(path: str) -> tuple[RelayConfig, int]:
-    """Load a configuration and check that its endpoints can be built; exit 2 on problems."""
+def _load(path: str, *, serving: bool = False) -> tuple[RelayConfig, int]:
+    """Load a configuration and check that its endpoints can be built; exit 2 on problems.
+
+    With ``serving`` (serve, check-config), an ingest that would be an open relay is a problem
+    too (:func:`~rxsinks._config.exposure_problems`).
+    """
     try:
         config = load_config(path)
         endpoints = build_endpoints(config)
     except ConfigErrors as exc:
         _fail(exc.problems, 2)
+    if serving:
+        exposure = exposure_problems(config.ingest)
+        if exposure:
+            _fail(exposure, 2)
     return config, len(endpoints)
 
 
@@ -137,14 +156,16 @@ def serve(config_path: str) -> None:
     /healthz, /metrics and /debug/vars. On SIGTERM or SIGINT it stops accepting (503), flushes
     for up to ingest.grace, logs what is left per endpoint and exits 0.
     """
-    config, _ = _load(config_path)
+    config, _ = _load(config_path, serving=True)
     _configure_logging(config.log)
     try:
         asyncio.run(_serve(config))
     except OSError as exc:  # the address cannot be bound: Relay.start names it
         _fail([f"error: {exc.strerror or exc}"], 1)
-    except StoreError as exc:  # corrupt, unwritable or unreachable store: nothing was touched
+    except StoreError as exc:  # corrupt, unwritable, unreachable, in use: nothing was touched
         _fail([f"error: {exc}"], 1)
+    except ConfigErrors as exc:  # found at start (the host resolved beyond loopback)
+        _fail(exc.problems, 2)
 
 
 async def _serve(config: RelayConfig) -> None:
@@ -182,7 +203,7 @@ def check_config(file: str) -> None:
     Every default is filled in and durations are in seconds. Exits 2 with one line per
     problem (key path: what is expected) when the configuration is invalid.
     """
-    config, built = _load(file)
+    config, built = _load(file, serving=True)
     click.echo(yaml.safe_dump(config.redacted(), sort_keys=False, allow_unicode=True), nl=False)
     disabled = len(config.endpoints) - built
     note = f" ({disabled} disabled)" if disabled else ""
@@ -221,13 +242,15 @@ def _read_events(file: str) -> list[Event]:
 
 
 def _ingest_url(url: str) -> str:
+    shown = redact_url(url)
     try:
         parsed = URL(url)
     except (ValueError, TypeError):
-        raise click.BadParameter(f"{url!r} is not a URL", param_hint="--url") from None
+        raise click.BadParameter(f"{shown!r} is not a URL", param_hint="--url") from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise click.BadParameter(
-            f"expected an http(s) URL like {DEFAULT_INGEST_URL}, got {url!r}", param_hint="--url"
+            f"expected an http(s) URL like {DEFAULT_INGEST_URL}, got {shown!r}",
+            param_hint="--url",
         )
     if parsed.path in ("", "/"):
         parsed = parsed.with_path("/events")
@@ -318,7 +341,7 @@ def send(
         notes = "; ".join(getattr(exc, "__notes__", ()))
         _fail([f"error: {exc}" + (f" ({notes})" if notes else "")], 1)
     requests = -(-len(events) // batch)
-    click.echo(f"sent {sent} event(s) in {requests} request(s) to {target}")
+    click.echo(f"sent {sent} event(s) in {requests} request(s) to {redact_url(target)}")
 
 
 @main.command()
@@ -365,36 +388,83 @@ def _since(value: str | None) -> float | None:
     return moment.timestamp()
 
 
+def _request(
+    method: str,
+    url: str,
+    *,
+    token: str | None = None,
+    body: dict[str, Any] | None = None,
+    timeout: float = 30.0,
+) -> tuple[int, str]:
+    """One request to a relay: ``(status, text)``.
+
+    Never through the environment's proxies (``trust_env=False``): the request carries the
+    admin token, and the relay is reached directly.
+
+    Raises:
+        OSError, aiohttp.ClientError, TimeoutError: no answer.
+    """
+
+    async def run() -> tuple[int, str]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with (
+            aiohttp.ClientSession(
+                trust_env=False, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as session,
+            session.request(method, url, headers=headers, json=body) as answer,
+        ):
+            return answer.status, await answer.text()
+
+    return asyncio.run(run())
+
+
 def _running_relay(config: RelayConfig) -> str | None:
     """The base URL of a relay serving this configuration right now, if one answers."""
     host = config.ingest.host or "127.0.0.1"
     if host in ("0.0.0.0", "::"):
         host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
     base = f"http://{host}:{config.ingest.port}"
     try:
-        with urllib.request.urlopen(f"{base}/healthz", timeout=2) as answer:
-            return base if answer.status == 200 else None
-    except (OSError, ValueError):
+        status, text = _request("GET", f"{base}/healthz", timeout=2)
+    except (OSError, ValueError, aiohttp.ClientError, TimeoutError):
         return None
+    # a relay whose store cannot write still answers (503): it is running
+    return base if status == 200 or text.startswith("store cannot write") else None
 
 
-def _admin(config: RelayConfig, base: str, path: str, method: str = "GET") -> Any:
-    request = urllib.request.Request(f"{base}{path}", method=method)
-    if config.ingest.token:
-        request.add_header("Authorization", f"Bearer {config.ingest.token}")
+def _admin(
+    config: RelayConfig,
+    base: str,
+    path: str,
+    method: str = "GET",
+    body: dict[str, Any] | None = None,
+) -> Any:
     try:
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            return json.load(answer)
-    except urllib.error.HTTPError as exc:
-        _fail([f"error: the running relay answered {exc.code}: {exc.read().decode()[:200]}"], 1)
-    except OSError as exc:
+        status, text = _request(method, f"{base}{path}", token=config.ingest.token, body=body)
+    except (OSError, aiohttp.ClientError, TimeoutError) as exc:
         _fail([f"error: cannot reach the running relay at {base}: {exc}"], 1)
+    if status >= 400:
+        _fail([f"error: the running relay answered {status}: {text[:200]}"], 1)
+    try:
+        return json.loads(text)
+    except ValueError:
+        _fail([f"error: the running relay answered {status} with no JSON: {text[:200]}"], 1)
 
 
-async def _with_store(config: RelayConfig, action: Any) -> Any:
-    store = open_store(config.store)
+async def _with_store(
+    config: RelayConfig, action: Callable[[Any], Awaitable[Any]], *, exclusive: bool = False
+) -> Any:
+    store: Store | None = open_store(config.store, exclusive=exclusive)
     if store is None:
-        _fail(["error: store.kind is memory: dead letters live only in a running relay"], 2)
+        _fail(
+            [
+                "error: store.kind is memory: dead letters live only in a running relay "
+                "(reached with ingest.token)"
+            ],
+            2,
+        )
     await store.open()
     try:
         return await action(store)
@@ -406,9 +476,11 @@ async def _with_store(config: RelayConfig, action: Any) -> Any:
 def dead_letters() -> None:
     """List and replay the events endpoints gave up on (kept by the durable store).
 
-    While `rxsinks serve` runs with the same configuration, these commands go through it (so
-    replayed events go straight back into its queues); otherwise they open the store directly
-    and the next `serve` delivers what was replayed.
+    While `rxsinks serve` runs with the same configuration, these commands go through its admin
+    routes with ingest.token (so replayed events go straight back into its queues); otherwise
+    they open the store directly and the next `serve` delivers what was replayed. Without a
+    token, `list` reads the store directly even beside a running relay, and `replay` into a
+    running relay is refused (its admin routes need the token).
     """
 
 
@@ -438,13 +510,15 @@ def list_dead_letters(
     """List dead letters: endpoint, event, when, attempts and the last error."""
     config, _ = _load(config_path)
     after = _since(since)
-    base = _running_relay(config)
+    # the admin routes need the token: without one, the store is read directly (SQLite and
+    # Redis both allow it beside a running relay)
+    base = _running_relay(config) if config.ingest.token else None
     rows: list[dict[str, Any]]
     if base is not None:
-        query = urllib.parse.urlencode(
-            {k: v for k, v in {"endpoint": endpoint, "since": after}.items() if v is not None}
-        )
-        rows = _admin(config, base, f"/dead-letters?{query}")["dead_letters"]
+        query = {k: v for k, v in {"endpoint": endpoint, "since": after}.items() if v is not None}
+        rows = _admin(config, base, "/dead-letters?" + str(URL.build(query=query).query_string))[
+            "dead_letters"
+        ]
     else:
         try:
             records = asyncio.run(
@@ -453,6 +527,8 @@ def list_dead_letters(
         except StoreError as exc:
             _fail([f"error: {exc}"], 1)
         rows = [record.to_dict() for record in records]
+    for row in rows:
+        row["error"] = redact_text(str(row["error"]))  # perhaps kept by an older version
     if as_json:
         for row in rows:
             click.echo(json.dumps(row, ensure_ascii=False))
@@ -486,6 +562,15 @@ def replay_dead_letters(config_path: str, endpoint: str | None, since: str | Non
     after = _since(since)
     names = [endpoint] if endpoint else [e.name for e in config.endpoints]
     base = _running_relay(config)
+    if base is not None and not config.ingest.token:
+        _fail(
+            [
+                f"error: a relay is running at {base}, and replaying into it goes through its "
+                "admin routes, which need ingest.token: configure a token (and restart the "
+                "relay), or stop the relay and replay into the store"
+            ],
+            1,
+        )
     total = 0
     with Progress(
         TextColumn("replaying {task.description}"),
@@ -498,20 +583,115 @@ def replay_dead_letters(config_path: str, endpoint: str | None, since: str | Non
         for name in names:
             progress.update(task, description=name)
             if base is not None:
-                query = urllib.parse.urlencode(
-                    {k: v for k, v in {"endpoint": name, "since": after}.items() if v is not None}
-                )
-                total += int(
-                    _admin(config, base, f"/dead-letters/replay?{query}", "POST")["replayed"]
-                )
+                parameters = {
+                    k: v for k, v in {"endpoint": name, "since": after}.items() if v is not None
+                }
+                answer = _admin(config, base, "/dead-letters/replay", "POST", parameters)
+                total += int(answer["replayed"])
             else:
                 try:
-                    replayed = asyncio.run(
-                        _with_store(config, lambda store, n=name: store.replay(n, after))
-                    )
+                    replayed = asyncio.run(_with_store(config, _replayer(name, after)))
                 except StoreError as exc:
                     _fail([f"error: {exc}"], 1)
                 total += len(replayed)
             progress.advance(task)
     where = "into the running relay" if base is not None else "into the store (next serve delivers)"
     click.echo(f"replayed {total} dead letter(s) {where}")
+
+
+def _replayer(name: str, after: float | None) -> Callable[[Any], Awaitable[Any]]:
+    def replay(store: Any) -> Awaitable[Any]:
+        return store.replay(name, after)  # type: ignore[no-any-return]
+
+    return replay
+
+
+@main.group("store")
+def store_group() -> None:
+    """Inspect the durable store, and drop or move the backlog of a removed endpoint.
+
+    A relay warns at start about endpoints the store keeps events for but the configuration
+    does not name (renamed or removed): their deliveries would wait for ever. `drop-endpoint`
+    deletes them; `move-endpoint` gives them to the endpoint's new name.
+    """
+
+
+@store_group.command("endpoints")
+@_CONFIG_OPTION
+def store_endpoints(config_path: str) -> None:
+    """List the endpoints the store keeps events for, marking those not configured."""
+    config, _ = _load(config_path)
+    configured = {endpoint.name for endpoint in config.endpoints}
+    try:
+        found = asyncio.run(_with_store(config, lambda store: store.backlogs()))
+    except StoreError as exc:
+        _fail([f"error: {exc}"], 1)
+    for backlog in found:
+        note = "" if backlog.endpoint in configured else "  (not in the configuration)"
+        click.echo(
+            f"{backlog.endpoint}: {backlog.pending} pending, "
+            f"{backlog.dead_letters} dead letter(s){note}"
+        )
+
+
+@store_group.command("drop-endpoint")
+@click.argument("name")
+@_CONFIG_OPTION
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def drop_endpoint(name: str, config_path: str, yes: bool) -> None:
+    """Delete everything the store keeps for endpoint NAME (pending events, dead letters).
+
+    NAME must not be in the configuration (remove it there first). Works beside a running
+    relay: it does not deliver for an endpoint it is not configured with.
+    """
+    config, _ = _load(config_path)
+    if name in {endpoint.name for endpoint in config.endpoints}:
+        _fail(
+            [
+                f"error: endpoint {name!r} is in the configuration: remove it there (and restart "
+                "the relay) before dropping what the store keeps for it"
+            ],
+            2,
+        )
+    if not yes:
+        click.confirm(
+            f"Delete every pending event and dead letter of endpoint {name!r}?", abort=True
+        )
+    try:
+        dropped = asyncio.run(_with_store(config, lambda store: store.drop_endpoint(name)))
+    except StoreError as exc:
+        _fail([f"error: {exc}"], 1)
+    click.echo(
+        f"dropped {dropped.pending} pending event(s) and {dropped.dead_letters} dead letter(s) "
+        f"of endpoint {name!r}"
+    )
+
+
+@store_group.command("move-endpoint")
+@click.argument("old")
+@click.argument("new")
+@_CONFIG_OPTION
+def move_endpoint(old: str, new: str, config_path: str) -> None:
+    """Give endpoint OLD's pending events and dead letters to endpoint NEW (a rename).
+
+    NEW must be in the configuration and OLD not. The relay must be stopped (the store is
+    locked meanwhile): its queues would not see the moved events until it restarts.
+    """
+    config, _ = _load(config_path)
+    configured = {endpoint.name for endpoint in config.endpoints}
+    if new not in configured:
+        _fail([f"error: endpoint {new!r} is not in the configuration"], 2)
+    if old in configured:
+        _fail([f"error: endpoint {old!r} is still in the configuration: remove it first"], 2)
+    if old == new:
+        _fail([f"error: {old!r} and {new!r} are the same endpoint"], 2)
+    try:
+        moved = asyncio.run(
+            _with_store(config, lambda store: store.move_endpoint(old, new), exclusive=True)
+        )
+    except StoreError as exc:
+        _fail([f"error: {exc}"], 1)
+    click.echo(
+        f"moved {moved.pending} pending event(s) and {moved.dead_letters} dead letter(s) "
+        f"from {old!r} to {new!r}"
+    )

@@ -72,13 +72,20 @@ class Serve:
                 await asyncio.sleep(0.05)
         raise AssertionError(f"serve did not become healthy: {self.log.read_text()}")
 
+    @property
+    def token(self) -> str | None:
+        """The ingest token of the configuration as it is now (``None`` without one)."""
+        token: str | None = yaml.safe_load(self.config.read_text())["ingest"].get("token")
+        return token
+
     async def post(self, events: list[rxsinks.Event]) -> int:
+        headers = {"Content-Type": rxsinks.MEDIA_TYPE_V1}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
         async with (
             aiohttp.ClientSession() as session,
             session.post(
-                f"{self.base}/events",
-                data=rxsinks.encode_envelope(events),
-                headers={"Content-Type": rxsinks.MEDIA_TYPE_V1},
+                f"{self.base}/events", data=rxsinks.encode_envelope(events), headers=headers
             ) as answer,
         ):
             await answer.read()

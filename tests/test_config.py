@@ -522,8 +522,11 @@ def test_environ_defaults_to_the_process_environment(
     assert load_config(path).ingest.token == "from-env"
 
 
-def test_empty_token_means_no_token() -> None:
-    assert parse_config({"ingest": {"token": "${T:-}"}}).ingest.token is None
+@pytest.mark.parametrize("token", ["", "${T:-}", "${EMPTY}", "  "])
+def test_an_empty_token_is_a_problem_not_an_open_relay(token: str) -> None:
+    # a variable set to "" used to mean "no token": an open relay by accident
+    problems = problems_of({"ingest": {"token": token}}, environ={"EMPTY": ""})
+    assert "is empty" in problems["ingest.token"]
 
 
 def test_missing_variables_are_problems_naming_path_and_variable() -> None:
@@ -1030,9 +1033,10 @@ def test_redacted_dump_hides_every_secret() -> None:
         "Cookie": [REDACTED],
         "X-Trace": ["visible"],
     }
-    assert hook["url"] == f"https://user:{REDACTED}@hooks.example.com/a?x=1"
+    # user info and query values hidden, user names too (a token is often the user name)
+    assert hook["url"] == "https://***@hooks.example.com/a?x=***"
     assert dump["ingest"]["token"] == REDACTED
-    assert dump["store"]["url"] == f"redis://:{REDACTED}@127.0.0.1:6379/0"
+    assert dump["store"]["url"] == "redis://***@127.0.0.1:6379/0"
     # everything else is the effective configuration
     assert hook["timeout"] == 1.0
     assert hook["threshold"] == 10

@@ -186,7 +186,8 @@ async def test_failed_answers_keep_the_start_of_the_body_in_a_note(
     with pytest.raises(WebhookStatusError) as info:
         await make_sink(receiver.url(status=500)).send(make_events(1))
     assert any("rejected with 500" in note for note in info.value.__notes__)
-    assert info.value.endpoint == receiver.url(status=500)
+    # the default name is the URL as shown: query values hidden
+    assert info.value.endpoint == receiver.url(status=500).replace("=500", "=***")
     assert len(info.value.events) == 1
 
 
