@@ -71,7 +71,10 @@ async def main() -> None:
     args = parser.parse_args()
     events = make_events(args.events)
     sqlite = await measure({"path": "DB", "window": 1024}, events, args.per_post)
-    memory = await measure({"kind": "memory"}, events, args.per_post)
+    # the memory store is bounded by default: lift the bound to measure an unbounded backlog
+    memory = await measure(
+        {"kind": "memory", "maxevents": 0, "maxsize": "1GiB"}, events, args.per_post
+    )
     print(f"RSS per pending event: SQLite store {sqlite:,.0f} bytes, memory store {memory:,.0f}")
     print(
         json.dumps(

@@ -49,6 +49,7 @@ from ._outcome import Outcome, OutcomeKind
 from ._queue import Queue, call_hook
 from ._retry import RetryWithBreaker, new_call_state
 from ._scheduling import Confinement, clock_of, confinement_of, default_scheduler, loop_of
+from ._throttle import LogThrottle
 
 __all__ = ["Deliver", "Sink", "deliver", "direct_on_next"]
 
@@ -307,6 +308,10 @@ class _Lane(abc.ObserverBase[_T], Generic[_T, _B]):
         self._disposed = False
         self._closed: BaseException | None = None  # the sink said it is closed: terminal
         self._unlisten: Callable[[], None] | None = None
+        # a receiver down for an hour fails thousands of attempts: a line when it starts, then
+        # one a minute with a count (each attempt is an outcome anyway)
+        self._retry_log = LogThrottle(log, logging.WARNING)
+        self._give_up_log = LogThrottle(log, logging.WARNING)
         if self._breaker is not None:
             self._unlisten = self._breaker.listen(self._breaker_changed)
 
@@ -726,6 +731,8 @@ class _Lane(abc.ObserverBase[_T], Generic[_T, _B]):
 
     def _delivered(self, block: _B, number: int, started: float, result: object) -> None:
         self.active -= 1
+        if number > 1:
+            self._retry_log.succeeded("%sdelivering again", _prefix(self._endpoint))
         breaker = self._breaker
         if breaker is not None and (breaker.failures or breaker.state is not BreakerState.CLOSED):
             self._held = []
@@ -785,7 +792,7 @@ class _Lane(abc.ObserverBase[_T], Generic[_T, _B]):
             self._attempts.discard(attempt)
             self._give_up(block, attempt.number, error, report=True)
             return
-        log.warning(
+        self._retry_log.failed(
             "%sattempt %d failed, retrying in %.3fs: %s",
             _prefix(self._endpoint),
             attempt.number,
@@ -842,8 +849,9 @@ class _Lane(abc.ObserverBase[_T], Generic[_T, _B]):
             )
         )
         if error is not SINK_CLOSED:
-            # the registry logs a dropped block; a given-up one deserves at least that
-            log.warning(
+            # the registry logs a dropped block; a given-up one deserves at least that (once a
+            # minute with a count when they come in a stream: an outcome carries each one)
+            self._give_up_log.failed(
                 "%sgave up on a block of %d event(s) after %d attempt(s): %s",
                 _prefix(self._endpoint),
                 len(events),

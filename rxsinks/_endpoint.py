@@ -22,6 +22,7 @@ from ._filter import EventFilter, filter_events
 from ._metrics import EndpointMetrics, MetricsSnapshot
 from ._outcome import DeadLetter, Outcome, OutcomeKind
 from ._queue import Overflow, Queue
+from ._redact import redact_url
 from ._retry import Policy, RetryWithBreaker
 from ._subject import CloseReport
 from ._webhook import Attempt, WebhookSink
@@ -131,7 +132,7 @@ class Endpoint(abc.ObserverBase[Event]):
                 f"sink must be a delivery function (see rxsinks.deliver), got {type(sink).__name__}"
             )
         self.name = name
-        self.url = url
+        self._url = url
         timeout = timeout if timeout and timeout > 0 else DEFAULT_TIMEOUT
         threshold = threshold if threshold and threshold > 0 else DEFAULT_THRESHOLD
         backoff = backoff if backoff and backoff > 0 else DEFAULT_BACKOFF
@@ -200,6 +201,11 @@ class Endpoint(abc.ObserverBase[Event]):
 
     def __repr__(self) -> str:
         return f"Endpoint(name={self.name!r}, url={self.url!r})"
+
+    @property
+    def url(self) -> str:
+        """The endpoint URL as it may be shown: user info and query values hidden."""
+        return redact_url(self._url)
 
     # -- the pipeline --------------------------------------------------------------------------
 
@@ -395,7 +401,8 @@ class Endpoint(abc.ObserverBase[Event]):
 
     def _attempted(self, attempt: Attempt) -> None:
         if attempt.status == 410:
-            log.warning("%s: receiver answered 410 Gone; endpoint disabled", self.name)
+            # (the webhook logs it at WARNING, the relay at ERROR with what to do)
+            log.debug("%s: receiver answered 410 Gone; endpoint disabled", self.name)
             self._publish(Outcome(OutcomeKind.DISABLED, status=410, endpoint=self.name))
 
     def _outcome(self, outcome: Outcome) -> None:
