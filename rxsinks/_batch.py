@@ -26,7 +26,7 @@ def batch(
 
     A block is emitted as soon as it holds ``max_events`` items, or ``max_delay`` seconds after
     its first item arrived, whichever comes first; an idle stream emits nothing (unlike
-    ``reactivex.operators.buffer_with_time_or_count``, which emits empty lists: trap 6). On
+    ``reactivex.operators.buffer_with_time_or_count``, which emits empty lists when idle). On
     completion or error, the partial block is emitted first, so nothing is lost. With the
     defaults every item is its own block: the registry's one event per POST.
 

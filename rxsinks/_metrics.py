@@ -1,8 +1,9 @@
 """Per-endpoint metrics, kept by an observer of the endpoint's outcome stream.
 
-The registry's counters (REFERENCE.md section 3) with its exact semantics (every counter counts
-events, not requests; failures and errors count every failed attempt; ignored events are never
-counted), plus rxsinks' own: dead letters, drops, breaker state, last error, delivery latency.
+The Docker registry's endpoint counters (its ``notifications`` metrics) with their exact
+semantics (every counter counts events, not requests; failures and errors count every failed
+attempt; ignored events are never counted), plus rxsinks' own: dead letters, drops, breaker
+state, last error, delivery latency.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Shared test fixtures: real HTTP receivers on 127.0.0.1 (no mocks, see STYLE.md)."""
+"""Shared test fixtures: real HTTP receivers on 127.0.0.1, never mocked sessions."""
 
 from __future__ import annotations
 

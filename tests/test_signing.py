@@ -18,7 +18,7 @@ from rxsinks._signing import (
     signature_headers,
 )
 
-# The test vector of FIELD.md, checked with the standardwebhooks package.
+# The Standard Webhooks specification's test vector, checked with the standardwebhooks package.
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 MSG_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
 TIMESTAMP = 1614265330
