@@ -423,7 +423,9 @@ def _compose(origin: Broadcast[Any], source: Any, operators: tuple[Any, ...]) ->
         if isinstance(getattr(operator, "pending", None), int):
             stages += (operator,)  # a delivery stage: close reports count what it holds
         result = operator(result)
-        if isinstance(result, Observable) and not isinstance(result, Pipeline | Broadcast):
+        # only plain observables are wrapped: a subclass has a protocol of its own that a
+        # Pipeline would hide (publish()'s ConnectableObservable must keep its connect())
+        if type(result) is Observable:
             result = Pipeline(origin, result, stages)
     return result
 

@@ -5,7 +5,7 @@ Two recorders and three drawing helpers, each drawing in one call with matplotli
 * :class:`Timeline` is an observer that records ``(time, value)`` for every item, and when the
   stream completed or failed. Subscribe it anywhere, or put :meth:`Timeline.tap` between two
   stages of a pipeline to watch what passes there (``tap`` is ``reactivex.operators.do``, so it
-  changes nothing: offers, completion and flushes pass through).
+  changes nothing: items, errors and completion pass through).
 * :class:`OutcomeRecorder` watches an :class:`~rxsinks.Endpoint`: it records every outcome on
   ``endpoint.outcomes`` and samples ``endpoint.metrics()`` every ``interval`` seconds on the
   running asyncio loop, until :meth:`OutcomeRecorder.stop`.

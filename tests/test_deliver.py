@@ -597,3 +597,22 @@ def test_writes_from_many_threads_outside_a_loop_lose_nothing() -> None:
     source.on_completed()
     assert finished.wait(10)
     assert sorted(got) == list(range(1000))
+
+
+async def test_share_and_publish_after_the_stage_work_as_in_plain_rx() -> None:
+    subject = EventSubject()
+    delivered: list[str] = []
+    shared = subject.pipe(deliver(lambda e: delivered.append(e.id))).pipe(ops.share())
+    first: list[Outcome] = []
+    second: list[Outcome] = []
+    shared.subscribe(first.append)
+    shared.subscribe(second.append)
+    published = subject.pipe(deliver(lambda e: None), ops.publish())
+    seen: list[Outcome] = []
+    published.subscribe(seen.append)
+    published.connect()
+    subject.write(make_event(1), make_event(2))
+    await subject.aclose(10)
+    assert delivered == ["e1", "e2"]  # shared: one delivery for both subscribers
+    assert kinds(first) == kinds(second) == ["delivered", "delivered"]
+    assert kinds(seen) == ["delivered", "delivered"]
