@@ -15,14 +15,12 @@ with aiohttp.
     >>> await subject.aclose(timeout=10)                                  # doctest: +SKIP
 """
 
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 from ._batch import batch
 from ._breaker import Breaker, BreakerState
 from ._broadcast import Broadcast, broadcast
-from ._config import ConfigErrors, RelayConfig, load_config, parse_config
 from ._deliver import Deliver, deliver
-from ._durable import DurableQueue
 from ._endpoint import Endpoint
 from ._event import (
     ENVELOPE_MEDIA_TYPES,
@@ -41,6 +39,7 @@ from ._event import (
 from ._exceptions import (
     SINK_CLOSED,
     ConfigError,
+    ConfigErrors,
     DeliveryError,
     EndpointDisabledError,
     EnvelopeError,
@@ -48,34 +47,39 @@ from ._exceptions import (
     QueueFullError,
     RxSinksError,
     SinkClosedError,
+    StoreError,
+    StoreFullError,
+    StoreLockedError,
     WebhookStatusError,
 )
 from ._filter import EventFilter, filter_events, ignore, match
+from ._http.sink import Attempt, WebhookSink
 from ._metrics import EndpointMetrics, MetricsSnapshot
 from ._outcome import DeadLetter, Outcome, OutcomeKind
 from ._queue import Queue, queue
-from ._relay import Relay
 from ._retry import RetryWithBreaker, retry_with_breaker
+from ._service.config import RelayConfig, load_config, parse_config
+from ._service.relay import Relay
 from ._sinks import CallbackSink, CollectingSink
-from ._store import DeadLetterRecord, SQLiteStore, StoreError
+from ._store.durable import DurableQueue
+from ._store.sqlite import DeadLetterRecord, SQLiteStore
 from ._subject import CloseReport, EventSubject
-from ._webhook import Attempt, WebhookSink
 
-if TYPE_CHECKING:
-    from ._lease import LeaseManager
-    from ._redis_store import RedisStore
+if _typing.TYPE_CHECKING:
+    from ._store.lease import LeaseManager
+    from ._store.redis import RedisStore
 
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     # the Redis pieces need the optional `redis` package: import them only when asked for
     if name == "RedisStore":
-        from ._redis_store import RedisStore
+        from ._store.redis import RedisStore
 
         return RedisStore
     if name == "LeaseManager":
-        from ._lease import LeaseManager
+        from ._store.lease import LeaseManager
 
         return LeaseManager
     raise AttributeError(f"module 'rxsinks' has no attribute {name!r}")
@@ -125,6 +129,8 @@ __all__ = [
     "SinkClosedError",
     "Source",
     "StoreError",
+    "StoreFullError",
+    "StoreLockedError",
     "Target",
     "WebhookSink",
     "WebhookStatusError",

@@ -15,17 +15,18 @@ from ._batch import batch
 from ._breaker import Breaker
 from ._broadcast import Broadcast
 from ._deliver import Deliver, Sink, deliver
-from ._durable import DurableQueue, QueueStore
 from ._event import MEDIA_TYPE_V1, Event
 from ._exceptions import SINK_CLOSED, EndpointDisabledError
 from ._filter import EventFilter, filter_events
+from ._http.sink import Attempt, WebhookSink
 from ._metrics import EndpointMetrics, MetricsSnapshot
 from ._outcome import DeadLetter, Outcome, OutcomeKind
 from ._queue import Overflow, Queue
 from ._redact import redact_url
 from ._retry import Policy, RetryWithBreaker
+from ._store.durable import DurableQueue
+from ._store.protocol import QueueStore
 from ._subject import CloseReport
-from ._webhook import Attempt, WebhookSink
 
 __all__ = ["Endpoint"]
 

@@ -10,7 +10,11 @@
      │    ├── WebhookStatusError  .status, .url, .retry_after: answered outside 200..399
      │    └── PermanentDeliveryError   never retried: dead-lettered at once
      │         └── EndpointDisabledError  the endpoint answered 410 Gone or was disabled
-     └── ConfigError              .path (which key), a message a person can act on
+     ├── ConfigError              .path (which key), a message a person can act on
+     │    └── ConfigErrors        .problems: every problem of one configuration, together
+     └── StoreError               a durable store cannot be opened or written
+          ├── StoreLockedError    another relay holds the store
+          └── StoreFullError      .fits: the store is full for now (or for good)
 
 A single :data:`SINK_CLOSED` instance is shared by every sink, so code can compare with ``is``
 as well as ``isinstance`` (the Go original had two sentinels, and closed endpoints never left
@@ -25,6 +29,7 @@ from typing import Any
 __all__ = [
     "SINK_CLOSED",
     "ConfigError",
+    "ConfigErrors",
     "DeliveryError",
     "EndpointDisabledError",
     "EnvelopeError",
@@ -32,6 +37,9 @@ __all__ = [
     "QueueFullError",
     "RxSinksError",
     "SinkClosedError",
+    "StoreError",
+    "StoreFullError",
+    "StoreLockedError",
     "WebhookStatusError",
 ]
 
@@ -155,3 +163,41 @@ class ConfigError(RxSinksError):
         super().__init__(f"{path}: {message}" if path else message)
         self.path = path
         self.detail = message
+
+
+class ConfigErrors(ConfigError):
+    """Every problem found in one configuration, raised together.
+
+    Attributes:
+        problems: one :class:`~rxsinks.ConfigError` per problem, each with its key path.
+        source: the file name (or ``"<config>"``).
+    """
+
+    def __init__(self, problems: Sequence[ConfigError], *, source: str = "<config>") -> None:
+        self.problems: list[ConfigError] = list(problems)
+        self.source = source
+        count = len(self.problems)
+        listing = "\n".join(f"  {problem}" for problem in self.problems)
+        plural = "" if count == 1 else "s"
+        super().__init__("", f"{source}: {count} problem{plural}:\n{listing}")
+
+
+class StoreError(RxSinksError):
+    """The store cannot be opened or written (corrupt, unwritable, disk full)."""
+
+
+class StoreLockedError(StoreError):
+    """Another relay uses the store (its lock file is held)."""
+
+
+class StoreFullError(StoreError):
+    """The store holds as much as it may (the memory store's bounds): retry later.
+
+    Attributes:
+        fits: False when what was refused is larger than the store may ever hold: retrying the
+            same request cannot succeed.
+    """
+
+    def __init__(self, message: str, *, fits: bool = True) -> None:
+        super().__init__(message)
+        self.fits = fits

@@ -1,4 +1,4 @@
-"""The ``rxsinks`` command (rxsinks.cli): check-config, serve, send and demo."""
+"""The ``rxsinks`` command (rxsinks._service.cli): check-config, serve, send and demo."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from rxsinks._config import parse_config
 from rxsinks._event import MEDIA_TYPE_V1, encode_envelope, sample_events
-from rxsinks._relay import Relay
-from rxsinks.cli import main
+from rxsinks._service.cli import main
+from rxsinks._service.config import parse_config
+from rxsinks._service.relay import Relay
 from tests.conftest import Receiver
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -1,4 +1,5 @@
-"""The relay's configuration (rxsinks._config): registry compatibility, extensions, problems."""
+"""The relay's configuration (rxsinks._service.config): registry compatibility, extensions,
+problems."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from rxsinks._config import (
+from rxsinks._event import MEDIA_TYPE_V1, MEDIA_TYPE_V2
+from rxsinks._exceptions import ConfigError, RxSinksError
+from rxsinks._service.config import (
     REDACTED,
     ConfigErrors,
     EndpointConfig,
@@ -21,8 +24,6 @@ from rxsinks._config import (
     load_config,
     parse_config,
 )
-from rxsinks._event import MEDIA_TYPE_V1, MEDIA_TYPE_V2
-from rxsinks._exceptions import ConfigError, RxSinksError
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 

@@ -31,17 +31,18 @@ from aiohttp.test_utils import TestServer
 from tenacity.stop import stop_after_attempt
 
 import rxsinks
-from rxsinks._config import IngestConfig, exposure_problems, parse_config
 from rxsinks._event import MEDIA_TYPE_V1, Event
 from rxsinks._exceptions import (
     ConfigError,
+    StoreError,
     WebhookStatusError,
 )
+from rxsinks._http.signing import message_id
+from rxsinks._http.sink import MAX_RETRY_AFTER, WebhookSink, parse_retry_after
 from rxsinks._redact import redact_text, redact_url
-from rxsinks._relay import Relay
-from rxsinks._signing import message_id
-from rxsinks._store import SQLiteStore, StoreError
-from rxsinks._webhook import MAX_RETRY_AFTER, WebhookSink, parse_retry_after
+from rxsinks._service.config import IngestConfig, exposure_problems, parse_config
+from rxsinks._service.relay import Relay
+from rxsinks._store.sqlite import SQLiteStore
 from tests.conftest import MakeReceiver, Receiver
 from tests.endpoint_fixtures import StartHook, eventually, start_hook
 

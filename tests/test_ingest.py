@@ -1,4 +1,4 @@
-"""The ingest server (rxsinks._ingest) with a real relay on port 0 and real receivers."""
+"""The ingest server (rxsinks._service.ingest) with a real relay on port 0 and real receivers."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from rxsinks._config import parse_config
 from rxsinks._event import MEDIA_TYPE_V1, MEDIA_TYPE_V2, Event, encode_envelope, sample_events
 from rxsinks._exceptions import DeliveryError
-from rxsinks._ingest import METRICS_CONTENT_TYPE, post_events
-from rxsinks._relay import Relay
+from rxsinks._service.config import parse_config
+from rxsinks._service.ingest import METRICS_CONTENT_TYPE, post_events
+from rxsinks._service.relay import Relay
 from tests.conftest import Receiver
 
 TOKEN = "s3cret-token"

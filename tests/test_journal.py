@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rxsinks._journal import _HEADER_SIZE, _RECORD, ConfirmJournal, JournalBusy
+from rxsinks._store.journal import _HEADER_SIZE, _RECORD, ConfirmJournal, JournalBusy
 
 
 def reopen(path: Path, capacity: int = 8) -> tuple[ConfirmJournal, list[tuple[int, int]]]:
@@ -117,7 +117,7 @@ def test_records_of_a_killed_process_are_in_the_file(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import os
-        from rxsinks._journal import ConfirmJournal
+        from rxsinks._store.journal import ConfirmJournal
         journal = ConfirmJournal({str(path)!r}, 64)
         for seq in range(50):
             journal.append(3, [seq])

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 import redis.asyncio
 
-from rxsinks._lease import LeaseManager
+from rxsinks._store.lease import LeaseManager
 
 if TYPE_CHECKING:
     from tests.redis_server import RedisServer

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import rxsinks
 from rxsinks._metrics import LATENCY_BUCKETS, MetricsSnapshot
-from rxsinks._prometheus import EVENT_TYPES, EndpointCollector, exposition, register
+from rxsinks._service.prometheus import EVENT_TYPES, EndpointCollector, exposition, register
 from tests.endpoint_fixtures import StartHook, eventually, make_events, refused_url, start_hook
 
 __all__ = ["start_hook"]  # the fixture, re-exported for pytest
@@ -259,7 +259,7 @@ sys.modules["prometheus_client"] = None  # as if it were not installed
 import rxsinks
 rxsinks.Endpoint("a", "http://127.0.0.1:9/hook")
 try:
-    import rxsinks._prometheus
+    import rxsinks._service.prometheus
 except ImportError as exc:
     print(exc)
 """

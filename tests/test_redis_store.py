@@ -13,8 +13,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 import rxsinks
-from rxsinks._redis_store import RedisStore
-from rxsinks._store import StoreError
+from rxsinks._exceptions import StoreError
+from rxsinks._store.redis import RedisStore
 
 if TYPE_CHECKING:
     from tests.redis_server import RedisServer

@@ -1,4 +1,5 @@
-"""The relay (rxsinks._relay): endpoints built from configuration, accept, start and stop."""
+"""The relay (rxsinks._service.relay): endpoints built from configuration, accept, start and
+stop."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ import pytest
 import tenacity
 import trustme
 
-from rxsinks._config import ConfigErrors, EndpointConfig, parse_config
 from rxsinks._event import MEDIA_TYPE_V2, Event
-from rxsinks._exceptions import SinkClosedError
-from rxsinks._relay import Relay, build_endpoints, endpoint_from_config, exponential_wait
+from rxsinks._exceptions import ConfigErrors, SinkClosedError
+from rxsinks._service.config import EndpointConfig, parse_config
+from rxsinks._service.relay import Relay, build_endpoints, endpoint_from_config, exponential_wait
 from tests.conftest import MakeReceiver, Receiver
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from rxsinks._signing import (
+from rxsinks._http.signing import (
     MIN_KEY_BYTES,
     message_id,
     parse_secret,

@@ -15,7 +15,8 @@ import pytest
 from aiohttp import web
 
 import rxsinks
-from rxsinks._store import SQLiteStore, StoreError
+from rxsinks._exceptions import StoreError
+from rxsinks._store.sqlite import SQLiteStore
 
 
 def events(count: int, prefix: str = "e") -> list[rxsinks.Event]:
@@ -137,7 +138,7 @@ async def test_journal_confirms_of_a_killed_process_are_applied_at_the_next_open
         f"""
         import asyncio, os
         import rxsinks
-        from rxsinks._store import SQLiteStore
+        from rxsinks._store.sqlite import SQLiteStore
 
         async def main():
             store = SQLiteStore({str(path)!r})

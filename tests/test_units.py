@@ -1,4 +1,4 @@
-"""Go durations and byte sizes (rxsinks._units)."""
+"""Go durations and byte sizes (rxsinks._service.units)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from rxsinks._units import parse_duration, parse_size
+from rxsinks._service.units import parse_duration, parse_size
 
 NS = 1e-9
 

@@ -20,7 +20,6 @@ import trustme
 from reactivex import operators as ops
 from standardwebhooks import Webhook
 
-from rxsinks import _webhook
 from rxsinks._deliver import deliver
 from rxsinks._event import MEDIA_TYPE_V1, MEDIA_TYPE_V2, Event, encode_envelope
 from rxsinks._exceptions import (
@@ -30,9 +29,10 @@ from rxsinks._exceptions import (
     PermanentDeliveryError,
     WebhookStatusError,
 )
+from rxsinks._http import sink as _webhook
+from rxsinks._http.sink import MAX_REDIRECTS, Attempt, WebhookSink, parse_retry_after
 from rxsinks._retry import retry_with_breaker
 from rxsinks._sinks import CallbackSink
-from rxsinks._webhook import MAX_REDIRECTS, Attempt, WebhookSink, parse_retry_after
 from tests.conftest import MakeReceiver, Receiver
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

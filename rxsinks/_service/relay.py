@@ -2,9 +2,9 @@
 
 A :class:`Relay` is what ``rxsinks serve`` runs: one :class:`~rxsinks.EventSubject`, one
 :class:`~rxsinks.Endpoint` per enabled endpoint of the configuration subscribed to it (disabled
-ones are never built, as in the registry), and the ``aiohttp.web`` ingest app the registry posts
-to (see :mod:`rxsinks._ingest`). Events enter in one place, :meth:`Relay.accept`, which the ingest
-awaits before it answers 2xx.
+ones are never built, as in the registry), and the ``aiohttp.web`` ingest app the registry
+posts to (see :mod:`rxsinks._service.ingest`). Events enter in one place, :meth:`Relay.accept`,
+which the ingest awaits before it answers 2xx.
 
 Lifecycle::
 
@@ -19,8 +19,8 @@ fields ``endpoint`` and ``state`` (``breaker_opened``, ``recovered``, ``disabled
 (they count as its ``Dropped``).
 
 Safety at start: the ingest refuses to listen beyond loopback without a token unless
-``ingest.insecure`` (:func:`~rxsinks._config.exposure_problems`); a SQLite store is locked, so a
-second relay on it fails with :class:`~rxsinks._store.StoreLockedError`; endpoints the store
+``ingest.insecure`` (:func:`~rxsinks._service.config.exposure_problems`); a SQLite store is locked,
+so a second relay on it fails with :class:`~rxsinks._store.StoreLockedError`; endpoints the store
 holds events for but the configuration no longer names are reported, with the commands that
 drop or move their backlog. The memory store holds at most ``store.maxevents`` events and
 ``store.maxsize`` bytes: past them :meth:`Relay.accept` raises
@@ -45,7 +45,25 @@ from reactivex import abc
 from tenacity.stop import stop_after_attempt, stop_after_delay
 from tenacity.wait import wait_exponential, wait_fixed
 
-from ._config import (
+from .._endpoint import Endpoint
+from .._event import Event, encode_event
+from .._exceptions import (
+    SINK_CLOSED,
+    ConfigError,
+    EndpointDisabledError,
+    StoreError,
+    StoreFullError,
+)
+from .._filter import EventFilter
+from .._outcome import DeadLetter, Outcome, OutcomeKind
+from .._queue import Overflow
+from .._redact import redact_text, redact_url
+from .._retry import Policy
+from .._store.protocol import QueueStore, Store
+from .._store.sqlite import DeadLetterRecord, SQLiteStore
+from .._subject import CloseReport, EventSubject
+from .._throttle import LogThrottle
+from .config import (
     ConfigErrors,
     EndpointConfig,
     RelayConfig,
@@ -53,19 +71,7 @@ from ._config import (
     exposure_problems,
     listens_beyond_loopback,
 )
-from ._durable import QueueStore, Store
-from ._endpoint import Endpoint
-from ._event import Event, encode_event
-from ._exceptions import SINK_CLOSED, ConfigError, EndpointDisabledError
-from ._filter import EventFilter
-from ._ingest import GUARD, GuardedSite, ingest_app, ingest_runner
-from ._outcome import DeadLetter, Outcome, OutcomeKind
-from ._queue import Overflow
-from ._redact import redact_text, redact_url
-from ._retry import Policy
-from ._store import DeadLetterRecord, SQLiteStore, StoreError, StoreFullError
-from ._subject import CloseReport, EventSubject
-from ._throttle import LogThrottle
+from .ingest import GUARD, GuardedSite, ingest_app, ingest_runner
 
 __all__ = [
     "Relay",
@@ -112,7 +118,7 @@ def open_store(config: StoreConfig, *, exclusive: bool = False) -> Store | None:
         return None
     if config.kind == "redis":
         try:
-            from ._redis_store import RedisStore
+            from .._store.redis import RedisStore
         except ImportError as exc:
             raise StoreError(
                 f"store.url is Redis but the redis package is missing: {exc}; "
@@ -480,7 +486,7 @@ class Relay:
     """The relay: ingest server, event subject and endpoints, as configured.
 
     Args:
-        config: the validated configuration (:func:`~rxsinks._config.load_config`).
+        config: the validated configuration (:func:`~rxsinks._service.config.load_config`).
         scheduler: the clock for endpoint waits (tests); by default the running event loop.
 
     Raises:
@@ -606,7 +612,7 @@ class Relay:
             await self.store.open()
             await self._report_orphans()
             if self._shared:
-                from ._lease import LeaseManager  # needs the optional `redis` package
+                from .._store.lease import LeaseManager  # needs the optional `redis` package
 
                 assert self.config.store.url is not None
                 self._leases = LeaseManager(
@@ -772,11 +778,8 @@ class Relay:
         if now - self._probed < _PROBE_EVERY:
             return problem
         self._probed = now
-        probe = getattr(self.store, "probe", None)
-        if probe is None:
-            return problem
         try:
-            await probe()
+            await self.store.probe()
         except StoreError as exc:
             self._store_problem = str(exc)
         else:
@@ -785,12 +788,11 @@ class Relay:
 
     async def _report_orphans(self) -> None:
         """Warn about endpoints the store keeps events for that the configuration lacks."""
-        backlogs = getattr(self.store, "backlogs", None)
-        if backlogs is None:
+        if self.store is None:
             return
         configured = {endpoint.name for endpoint in self.config.endpoints}
         try:
-            found = await backlogs()
+            found = await self.store.backlogs()
         except StoreError as exc:
             log.warning("store: cannot list its endpoints: %s", exc)
             return
@@ -819,10 +821,7 @@ class Relay:
         """
         if self.store is None:
             return 0
-        if isinstance(self.store, SQLiteStore):
-            names = [endpoint.name for endpoint in self.config.endpoints]
-            return await self.store.compact(names)
-        return await self.store.compact()
+        return await self.store.compact([endpoint.name for endpoint in self.config.endpoints])
 
     async def dead_letters(
         self, endpoint: str | None = None, since: float | None = None

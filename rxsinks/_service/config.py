@@ -46,8 +46,9 @@ rxsinks adds its own sections and optional per-endpoint keys::
     log: {level: info, format: text}
 
 Keys are matched case-insensitively (the registry's Go YAML decoder does the same) and reported
-by their lowercase path. Durations use Go syntax (:func:`~rxsinks._units.parse_duration`: a bare
-number means nanoseconds). String values may use ``${VAR}`` and ``${VAR:-default}``; ``$$`` is a
+by their lowercase path. Durations use Go syntax (:func:`~rxsinks._service.units.parse_duration`: a
+bare number means nanoseconds). String values may use ``${VAR}`` and ``${VAR:-default}``; ``$$`` is
+a
 literal dollar. Every problem in a file is collected before anything is raised: one
 :class:`ConfigErrors` lists them all, each a :class:`~rxsinks.ConfigError` with the key path
 (``notifications.endpoints[1].timeout``) and what was expected.
@@ -75,10 +76,10 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from ._event import MEDIA_TYPE_V1, MEDIA_TYPE_V2
-from ._exceptions import ConfigError
-from ._redact import redact_text, redact_url
-from ._units import parse_duration, parse_size
+from .._event import MEDIA_TYPE_V1, MEDIA_TYPE_V2
+from .._exceptions import ConfigError, ConfigErrors
+from .._redact import redact_text, redact_url
+from .units import parse_duration, parse_size
 
 __all__ = [
     "REDACTED",
@@ -500,23 +501,6 @@ class RelayConfig:
         }
 
 
-class ConfigErrors(ConfigError):
-    """Every problem found in one configuration, raised together.
-
-    Attributes:
-        problems: one :class:`~rxsinks.ConfigError` per problem, each with its key path.
-        source: the file name (or ``"<config>"``).
-    """
-
-    def __init__(self, problems: Sequence[ConfigError], *, source: str = "<config>") -> None:
-        self.problems: list[ConfigError] = list(problems)
-        self.source = source
-        count = len(self.problems)
-        listing = "\n".join(f"  {problem}" for problem in self.problems)
-        plural = "" if count == 1 else "s"
-        super().__init__("", f"{source}: {count} problem{plural}:\n{listing}")
-
-
 # --------------------------------------------------------------------------- reading
 
 
@@ -898,7 +882,7 @@ def exposure_problems(ingest: IngestConfig) -> list[ConfigError]:
     Anyone who can reach such an ingest can post events that every endpoint delivers and
     signs. That is refused unless the configuration says so (``ingest.insecure: true``); the
     relay then logs a WARNING at start. ``rxsinks serve`` and ``check-config`` call this; so
-    does :meth:`~rxsinks._relay.Relay.start`.
+    does :meth:`~rxsinks._service.relay.Relay.start`.
 
     Returns:
         One :class:`~rxsinks.ConfigError` (path ``ingest.addr``), or none.

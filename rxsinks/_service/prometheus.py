@@ -49,8 +49,8 @@ except ImportError as exc:  # the extra is optional: say how to get it
         "pip install rxsinks[prometheus]"
     ) from exc
 
-from ._breaker import BreakerState
-from ._metrics import LATENCY_BUCKETS, MetricsSnapshot
+from .._breaker import BreakerState
+from .._metrics import LATENCY_BUCKETS, MetricsSnapshot
 
 __all__ = ["EndpointCollector", "MetricsSource", "exposition", "register"]
 

@@ -5,10 +5,10 @@ event and endpoint still to deliver (``deliveries``: endpoint, seq), and dead le
 (``dead_letters``). The ingest commits events *and* their delivery rows in one transaction
 before it answers 2xx. An endpoint marks a block delivered only after the receiver confirmed it
 (2xx/3xx), and before its next block goes: the mark is a record in the confirm journal (a
-memory-mapped file beside the database, see ``rxsinks._journal``), which the store thread applies
-to ``deliveries`` in batches, and which the next open applies if a killed process left records.
-So after any crash or restart, every accepted event is delivered to every endpoint that had not
-confirmed it, in seq order (at-least-once: only the block in flight at the crash can repeat;
+memory-mapped file beside the database, see ``rxsinks._store.journal``), which the store thread
+applies to ``deliveries`` in batches, and which the next open applies if a killed process left
+records. So after any crash or restart, every accepted event is delivered to every endpoint that
+had not confirmed it, in seq order (at-least-once: only the block in flight at the crash can repeat;
 receivers dedupe on the event id / ``webhook-id``).
 
 One relay per store: a relay opens it with ``exclusive=True``, which takes an exclusive lock on
@@ -43,19 +43,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ._checkpoint import Checkpointer
-from ._event import Event, encode_event
-from ._exceptions import RxSinksError
-from ._journal import ConfirmJournal, JournalBusy
-from ._throttle import LogThrottle
+from .._event import Event, encode_event
+from .._exceptions import StoreError, StoreLockedError
+from .._throttle import LogThrottle
+from .checkpoint import Checkpointer
+from .journal import ConfirmJournal, JournalBusy
 
 __all__ = [
     "DeadLetterRecord",
     "EndpointBacklog",
     "SQLiteStore",
-    "StoreError",
-    "StoreFullError",
-    "StoreLockedError",
 ]
 
 log = logging.getLogger("rxsinks.store")
@@ -108,27 +105,6 @@ _IN_LIMIT = 5_000
 _APPLY_DELAY = 0.2
 # commit batches between two checkpoints at the least (a commit adds a few pages to the log)
 _CHECKPOINT_EVERY = 200
-
-
-class StoreError(RxSinksError):
-    """The store cannot be opened or written (corrupt, unwritable, disk full)."""
-
-
-class StoreLockedError(StoreError):
-    """Another relay uses the store (its lock file is held)."""
-
-
-class StoreFullError(StoreError):
-    """The store holds as much as it may (the memory store's bounds): retry later.
-
-    Attributes:
-        fits: False when what was refused is larger than the store may ever hold: retrying the
-            same request cannot succeed.
-    """
-
-    def __init__(self, message: str, *, fits: bool = True) -> None:
-        super().__init__(message)
-        self.fits = fits
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from ._throttle import LogThrottle
+from .._throttle import LogThrottle
 
 __all__ = ["Checkpointer"]
 

@@ -71,10 +71,10 @@ from rxsinks._exceptions import (
     PermanentDeliveryError,
     WebhookStatusError,
 )
+from rxsinks._http.signing import message_id, parse_secret, signature_headers
+from rxsinks._http.tls import PathArg, client_ssl
 from rxsinks._metrics import status_phrase
 from rxsinks._redact import redact_text, redact_url
-from rxsinks._signing import message_id, parse_secret, signature_headers
-from rxsinks._tls import PathArg, client_ssl
 
 __all__ = [
     "MAX_REDIRECTS",

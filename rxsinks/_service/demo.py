@@ -3,10 +3,10 @@
 Everything runs in one process on 127.0.0.1 (ports picked by the system, nothing else on the
 network): three webhook receivers (``healthy``; ``flaky``, which answers 503 for its first
 :data:`FLAKY_SECONDS` seconds then recovers; ``no-pulls``, healthy, whose endpoint ignores
-``pull`` events), a :class:`~rxsinks._relay.Relay` with its ingest on a free port and its
+``pull`` events), a :class:`~rxsinks._service.relay.Relay` with its ingest on a free port and its
 default durable store (SQLite, in a temporary directory), and a sender that posts
 registry-style events (the packaged capture of a real registry, repeated with fresh ids)
-through the real HTTP ingest with :func:`~rxsinks._ingest.post_events`, the code of
+through the real HTTP ingest with :func:`~rxsinks._service.ingest.post_events`, the code of
 ``rxsinks send``. Progress bars and a live table of per-endpoint metrics show the flow; the
 end is a metrics summary and a check that every receiver got exactly the events it should,
 in order.
@@ -31,11 +31,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 from rich.text import Text
 
-from ._config import parse_config
-from ._event import Event, decode_envelope, sample_events
-from ._exceptions import EnvelopeError
-from ._ingest import post_events
-from ._relay import Relay
+from .._event import Event, decode_envelope, sample_events
+from .._exceptions import EnvelopeError
+from .config import parse_config
+from .ingest import post_events
+from .relay import Relay
 
 __all__ = ["FLAKY_SECONDS", "demo_events", "run_demo"]
 

@@ -1,7 +1,7 @@
 """Endpoint leases on Redis: which instance delivers for which endpoint.
 
 Per-endpoint order needs one deliverer per endpoint at a time; several ``rxsinks serve``
-instances sharing one :class:`~rxsinks._redis_store.RedisStore` agree on it with leases::
+instances sharing one :class:`~rxsinks.RedisStore` agree on it with leases::
 
     {prefix}:instance:{id}   "1", expires after ttl: this instance is alive
     {prefix}:lease:{name}    the holder's id, expires after ttl: who delivers for the endpoint

@@ -29,16 +29,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from yarl import URL
 
-from . import __version__
-from ._config import ConfigErrors, LogConfig, RelayConfig, exposure_problems, load_config
-from ._durable import Store
-from ._event import MEDIA_TYPE_V1, MEDIA_TYPE_V2, Event, decode_envelope, decode_ndjson
-from ._exceptions import DeliveryError, EnvelopeError
-from ._ingest import post_events
-from ._redact import redact_text, redact_url
-from ._relay import Relay, build_endpoints, open_store
-from ._store import StoreError
-from ._units import parse_duration
+from .. import __version__
+from .._event import MEDIA_TYPE_V1, MEDIA_TYPE_V2, Event, decode_envelope, decode_ndjson
+from .._exceptions import ConfigErrors, DeliveryError, EnvelopeError, StoreError
+from .._redact import redact_text, redact_url
+from .._store.protocol import Store
+from .config import LogConfig, RelayConfig, exposure_problems, load_config
+from .ingest import post_events
+from .relay import Relay, build_endpoints, open_store
+from .units import parse_duration
 
 __all__ = ["main"]
 
@@ -114,7 +113,7 @@ def _load(path: str, *, serving: bool = False) -> tuple[RelayConfig, int]:
     """Load a configuration and check that its endpoints can be built; exit 2 on problems.
 
     With ``serving`` (serve, check-config), an ingest that would be an open relay is a problem
-    too (:func:`~rxsinks._config.exposure_problems`).
+    too (:func:`~rxsinks._service.config.exposure_problems`).
     """
     try:
         config = load_config(path)
@@ -363,7 +362,7 @@ def demo(count: int, quiet: bool) -> None:
     summary and checks that each receiver got exactly its events, in order (exit 1 if not).
     Needs no network beyond 127.0.0.1.
     """
-    from ._demo import run_demo
+    from .demo import run_demo
 
     ok = asyncio.run(run_demo(count, quiet=quiet))
     sys.exit(0 if ok else 1)

@@ -5,7 +5,7 @@ answers 2xx; an endpoint's delivery is removed only after the receiver confirmed
 every accepted event reaches every endpoint that had not confirmed it, in seq order), but the
 state lives in one Redis so that several ``rxsinks serve`` instances can ingest into it and
 deliver from it. Which instance delivers for which endpoint is decided by
-:class:`~rxsinks._lease.LeaseManager`; this module only keeps the data.
+:class:`~rxsinks.LeaseManager`; this module only keeps the data.
 
 Keys (``prefix`` defaults to ``rxsinks``; a Redis Cluster is not supported, the scripts touch
 keys of several endpoints at once)::
@@ -49,16 +49,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from ._event import Event, encode_event
-from ._redact import redact_text, redact_url
-from ._store import DeadLetterRecord, EndpointBacklog, StoreError
+from .._event import Event, encode_event
+from .._exceptions import StoreError
+from .._redact import redact_text, redact_url
+from .sqlite import DeadLetterRecord, EndpointBacklog
 
 __all__ = ["RedisStore"]
 
@@ -486,7 +487,7 @@ class RedisStore:
             value = await client.get(self._key("rpgen", _name(endpoint)))
         return int(value or 0)
 
-    async def compact(self) -> int:
+    async def compact(self, endpoints: Collection[str] | None = None) -> int:
         """Nothing to compact on Redis (see the module docstring); returns 0."""
         self._redis()
         return 0

@@ -25,12 +25,13 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
-from ._event import Event
-from ._exceptions import SinkClosedError
+from .._event import Event
+from .._exceptions import SinkClosedError
+from .protocol import ConfirmsAtOnce, CountsReplays, QueueStore, Stored, Tails
 
-__all__ = ["DurableQueue", "QueueStore", "Store"]
+__all__ = ["DurableQueue"]
 
 log = logging.getLogger("rxsinks.durable")
 
@@ -38,36 +39,7 @@ log = logging.getLogger("rxsinks.durable")
 # before the queue looks again (for dead letters replayed elsewhere, among others)
 _TAIL_WAIT = 1.0
 
-Stored = tuple[int, Event]
 Block = tuple[Event, ...]
-
-
-class QueueStore(Protocol):
-    """What a durable queue needs from a store (SQLite and Redis stores provide it)."""
-
-    async def read(self, endpoint: str, after: int, limit: int) -> list[Stored]: ...
-    async def backlog(self, endpoint: str) -> tuple[int, int]: ...
-    async def confirm(self, endpoint: str, seqs: Sequence[int]) -> None: ...
-    async def dead_letter(
-        self, endpoint: str, seqs: Sequence[int], error: str, attempts: int
-    ) -> None: ...
-
-
-class Store(QueueStore, Protocol):
-    """Everything the relay uses of a durable store (SQLite and Redis stores provide it)."""
-
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
-    async def append(
-        self, events: Sequence[Event], routes: Sequence[Sequence[str]]
-    ) -> list[int]: ...
-    async def dead_letters(
-        self, endpoint: str | None = None, since: float | None = None, limit: int = 10_000
-    ) -> list[Any]: ...
-    async def replay(
-        self, endpoint: str | None = None, since: float | None = None
-    ) -> list[tuple[str, int]]: ...
-    async def compact(self) -> int: ...
 
 
 class DurableQueue:
@@ -158,8 +130,8 @@ class _DurableBacklog:
         self._replays_seen: int | None = None
         self._confirming: asyncio.Task[Any] | None = None  # the confirm still committing
         # a store that notes confirms at once (SQLite's journal) saves a commit per block
-        self._confirm_now: Callable[[str, Sequence[int]], bool] | None = getattr(
-            owner.store, "confirm_now", None
+        self._confirm_now: Callable[[str, Sequence[int]], bool] | None = (
+            owner.store.confirm_now if isinstance(owner.store, ConfirmsAtOnce) else None
         )
         self._sleeper: asyncio.Task[Any] | None = None
         self._tailing: asyncio.Task[Any] | None = None  # a blocking read of new events
@@ -390,11 +362,13 @@ class _DurableBacklog:
     async def _tail(self, after: int) -> list[Stored]:
         """New events after ``after``, as soon as one is stored (``[]`` after a while)."""
         owner = self._owner
-        tail = getattr(owner.store, "tail", None)
-        if tail is None:
+        store = owner.store
+        if not isinstance(store, Tails):
             await self._sleep(owner.poll_interval or 0.0)
             return []
-        self._tailing = asyncio.ensure_future(tail(owner.endpoint, after, owner.window, _TAIL_WAIT))
+        self._tailing = asyncio.ensure_future(
+            store.tail(owner.endpoint, after, owner.window, _TAIL_WAIT)
+        )
         try:
             rows: list[Stored] = await self._tailing
             return rows
@@ -411,11 +385,11 @@ class _DurableBacklog:
 
     async def _replayed_elsewhere(self) -> bool:
         """Whether another process replayed dead letters into this endpoint's queue."""
-        generation_of = getattr(self._owner.store, "replay_generation", None)
-        if generation_of is None:
+        store = self._owner.store
+        if not isinstance(store, CountsReplays):
             return False
         try:
-            generation = int(await generation_of(self._owner.endpoint))
+            generation = int(await store.replay_generation(self._owner.endpoint))
         except Exception:  # the next poll asks again
             return False
         seen, self._replays_seen = self._replays_seen, generation

@@ -13,13 +13,14 @@ Routes of :func:`ingest_app`:
     malformed JSON, an envelope that is not ``{"events": [objects]}``, or an event whose ``id``
     is not a printable string of at most :data:`MAX_EVENT_ID` characters (it becomes a header);
     503 with ``Retry-After`` when the store cannot take them (full, failing); otherwise 200
-    ``{"accepted": n}``, sent only after :meth:`~rxsinks._relay.Relay.accept` returned. Errors
-    are JSON: ``{"error": "..."}``, the message naming what is wrong. Bad input never gets a 5xx.
+    ``{"accepted": n}``, sent only after :meth:`~rxsinks._service.relay.Relay.accept` returned.
+    Errors are JSON: ``{"error": "..."}``, the message naming what is wrong. Bad input never gets a
+    5xx.
 ``GET /healthz``
     200 ``ok`` while accepting; 503 ``stopping`` once the relay stops, 503 ``store cannot
     write: ...`` while the store refuses writes (a full disk). Never needs the token.
 ``GET /metrics``
-    Prometheus text (:func:`rxsinks._prometheus.exposition`: the registry's metric names per
+    Prometheus text (:func:`rxsinks._service.prometheus.exposition`: the registry's metric names per
     endpoint and rxsinks' own), plus the ingest's request, event and connection counters.
     Needs the token when one is configured, unless ``ingest.open_metrics``.
 ``GET /debug/vars``
@@ -61,16 +62,15 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
-from ._event import MEDIA_TYPE_V1, MEDIA_TYPE_V2, Event, decode_envelope
-from ._exceptions import DeliveryError, EnvelopeError, SinkClosedError
-from ._redact import redact_text, redact_url
-from ._store import StoreError, StoreFullError
-from ._throttle import LogThrottle
-from ._webhook import WebhookSink
+from .._event import MEDIA_TYPE_V1, MEDIA_TYPE_V2, Event, decode_envelope
+from .._exceptions import DeliveryError, EnvelopeError, SinkClosedError, StoreError, StoreFullError
+from .._http.sink import WebhookSink
+from .._redact import redact_text, redact_url
+from .._throttle import LogThrottle
 
 if TYPE_CHECKING:
-    from ._config import IngestConfig
-    from ._relay import Relay
+    from .config import IngestConfig
+    from .relay import Relay
 
 __all__ = [
     "INGEST_MEDIA_TYPES",
@@ -609,7 +609,7 @@ class _Ingest:
         if refusal is not None:
             return refusal
         try:
-            from ._prometheus import exposition
+            from .prometheus import exposition
         except ImportError as exc:
             return web.Response(status=501, text=f"{exc}\n")
         guard = self.guard

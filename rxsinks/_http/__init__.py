@@ -1,0 +1,1 @@
+"""HTTP delivery: the webhook sink, request signing, TLS."""

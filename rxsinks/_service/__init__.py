@@ -1,0 +1,1 @@
+"""The relay service: configuration, the relay, its ingest server, the command line, the demo."""
