@@ -10,6 +10,7 @@ window (:class:`~rxsinks.DurableQueue`) is a :class:`Backlog` too.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any, Generic, Protocol, TypeVar
@@ -17,7 +18,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from ._exceptions import QueueFullError
 from ._queue import Queue, call_hook, weight_of
 
-__all__ = ["Backlog", "BacklogFactory", "Fifo", "Keyed", "events_of"]
+__all__ = ["Backlog", "BacklogFactory", "Fifo", "Hold", "Keyed", "events_of"]
 
 log = logging.getLogger("rxsinks.queue")
 
@@ -57,6 +58,11 @@ class Backlog(Protocol[_T, _B]):
         """The next block to deliver, or ``None`` when none may go now."""
         ...
 
+    def ready_at(self) -> float | None:
+        """When a block held back by time (a delivery delay) may go, on the stage's clock; the
+        stage asks after :meth:`take` returned ``None``, and wakes itself then."""
+        ...
+
     def done(self, block: _B, error: BaseException | None, attempts: int) -> None:
         """A block's delivery is over: delivered (``None``) or given up (the reason), after
         ``attempts`` attempts."""
@@ -73,6 +79,46 @@ class Backlog(Protocol[_T, _B]):
         """The stage is gone."""
 
 
+class Hold(Generic[_T]):
+    """When an item may go: ``delay`` seconds after its ``timestamp`` (wall-clock seconds since
+    the epoch), or after it arrived when it has none; expressed on the stage's clock.
+
+    Args:
+        delay: seconds (>= 0).
+        timestamp: the item's time, or ``None`` (then its arrival counts).
+        now: the stage's clock.
+        wall: the wall clock the timestamps are on.
+    """
+
+    __slots__ = ("delay", "now", "timestamp", "wall")
+
+    def __init__(
+        self,
+        delay: float,
+        timestamp: Callable[[_T], float | None] | None,
+        now: Callable[[], float],
+        wall: Callable[[], float] | None = None,
+    ) -> None:
+        self.delay = delay
+        self.timestamp = timestamp
+        self.now = now
+        self.wall = wall
+
+    def due(self, item: _T) -> float:
+        """When ``item``, arriving now, may go."""
+        now = self.now()
+        stamp = None
+        if self.timestamp is not None:
+            try:
+                stamp = self.timestamp(item)
+            except Exception:  # an unreadable time must not lose the item: its arrival counts
+                log.exception("delivery timestamp function raised on %r", item)
+        if stamp is None:
+            return now + self.delay
+        wall = self.wall() if self.wall is not None else time.time()
+        return now + max(0.0, stamp + self.delay - wall)
+
+
 class Fifo(Generic[_T]):
     """A stage's buffer in memory: FIFO, bounded as its :class:`~rxsinks.Queue` says.
 
@@ -84,8 +130,11 @@ class Fifo(Generic[_T]):
 
     durable = False
 
-    def __init__(self, owner: Queue[_T]) -> None:
+    def __init__(self, owner: Queue[_T], hold: Hold[_T] | None = None) -> None:
         self.owner = owner
+        self.hold = hold
+        # with a hold, when each buffered item may go (beside items, like weights)
+        self.dues: deque[float] = deque()
         # items and their weights side by side: no tuple per item, as a long backlog of tuples
         # makes the cyclic garbage collector walk every one of them again and again
         self.items: deque[_T] = deque()
@@ -104,6 +153,7 @@ class Fifo(Generic[_T]):
         owner = self.owner
         return (
             type(self) is Fifo
+            and self.hold is None
             and owner.max_events is None
             and owner.on_ingress is None
             and owner.weigh is weight_of
@@ -169,10 +219,14 @@ class Fifo(Generic[_T]):
         self.items.append(value)
         self.weights.append(weight)
         self.buffered += weight
+        if self.hold is not None:
+            self.dues.append(self.hold.due(value))
 
     def _pop_oldest(self) -> tuple[_T, int]:
         weight = self.weights.popleft()
         self.buffered -= weight
+        if self.dues:
+            self.dues.popleft()
         return self.items.popleft(), weight
 
     def _dropped(self, item: _T, weight: int, *, accepted: bool) -> None:
@@ -189,11 +243,19 @@ class Fifo(Generic[_T]):
         """The next item to deliver, or ``None`` when none may go now."""
         if not self.items:
             return None
+        if self.hold is not None:
+            if self.dues[0] > self.hold.now():
+                return None  # in order: nothing passes the item held back
+            self.dues.popleft()
         weight = self.weights.popleft()
         self.buffered -= weight
         self.taken += weight
         self.in_flight += 1
         return self.items.popleft()
+
+    def ready_at(self) -> float | None:
+        """When the item held back at the head may go (``None``: nothing is held back)."""
+        return self.dues[0] if self.dues else None
 
     def done(self, value: _T, error: BaseException | None, attempts: int = 0) -> None:
         """``value``'s delivery is over."""
@@ -208,6 +270,7 @@ class Fifo(Generic[_T]):
         items = list(self.items)
         self.items.clear()
         self.weights.clear()
+        self.dues.clear()
         self.buffered = 0
         self._count_out(items)
         return items
@@ -222,6 +285,7 @@ class Fifo(Generic[_T]):
         """The stage is gone: stop counting this buffer."""
         self.items.clear()
         self.weights.clear()
+        self.dues.clear()
         self.buffered = 0
         self.taken = 0
         self.in_flight = 0
@@ -235,10 +299,13 @@ class Keyed(Fifo[_T]):
     the order they became so. The overflow policy still works on arrival order across keys.
     """
 
-    def __init__(self, owner: Queue[_T], key: Callable[[_T], Hashable]) -> None:
-        super().__init__(owner)
+    def __init__(
+        self, owner: Queue[_T], key: Callable[[_T], Hashable], hold: Hold[_T] | None = None
+    ) -> None:
+        super().__init__(owner, hold)
         self._key = key
-        self._lanes: dict[Hashable, deque[tuple[int, _T, int]]] = {}
+        # per key: (arrival number, item, weight, when it may go)
+        self._lanes: dict[Hashable, deque[tuple[int, _T, int, float]]] = {}
         self._ready: deque[Hashable] = deque()
         self._busy: set[Hashable] = set()
         self._keys: dict[int, Hashable] = {}  # id(item in flight) -> its key
@@ -268,7 +335,8 @@ class Keyed(Fifo[_T]):
             lane = self._lanes[key] = deque()
             if key not in self._busy:
                 self._ready.append(key)
-        lane.append((self._arrival, value, weight))
+        due = self.hold.due(value) if self.hold is not None else 0.0
+        lane.append((self._arrival, value, weight, due))
         self._arrival += 1
         self._count += 1
         self.buffered += weight
@@ -277,7 +345,7 @@ class Keyed(Fifo[_T]):
         # the oldest arrival is at the head of one of the key lanes
         key = min(self._lanes, key=lambda k: self._lanes[k][0][0])
         lane = self._lanes[key]
-        _, value, weight = lane.popleft()
+        _, value, weight, _ = lane.popleft()
         if not lane:
             del self._lanes[key]
             if key in self._ready:
@@ -289,9 +357,18 @@ class Keyed(Fifo[_T]):
     def take(self) -> _T | None:
         if not self._ready:
             return None
-        key = self._ready.popleft()
+        if self.hold is None:
+            key = self._ready.popleft()
+        else:
+            now = self.hold.now()
+            for key in self._ready:
+                if self._lanes[key][0][3] <= now:
+                    break
+            else:
+                return None  # every ready key's next block is held back
+            self._ready.remove(key)
         lane = self._lanes[key]
-        _, value, weight = lane.popleft()
+        _, value, weight, _ = lane.popleft()
         if not lane:
             del self._lanes[key]
         self._busy.add(key)
@@ -301,6 +378,11 @@ class Keyed(Fifo[_T]):
         self.taken += weight
         self.in_flight += 1
         return value
+
+    def ready_at(self) -> float | None:
+        if self.hold is None or not self._ready:
+            return None
+        return min(self._lanes[key][0][3] for key in self._ready)
 
     def done(self, value: _T, error: BaseException | None, attempts: int = 0) -> None:
         key = self._keys.pop(id(value), None)
@@ -317,7 +399,7 @@ class Keyed(Fifo[_T]):
         self._ready.clear()
         self._count = 0
         self.buffered = 0
-        items = [value for _, value, _ in entries]
+        items = [value for _, value, _, _ in entries]
         self._count_out(items)
         return items
 

@@ -31,19 +31,20 @@ import concurrent.futures
 import contextlib
 import inspect
 import logging
+import math
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import Any, Generic, TypeVar, overload
 
 from reactivex import Observable, abc
-from reactivex.disposable import CompositeDisposable, Disposable
+from reactivex.disposable import CompositeDisposable, Disposable, SerialDisposable
 from reactivex.internal import noop
 from reactivex.observer.autodetachobserver import AutoDetachObserver
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
 from ._breaker import Breaker, BreakerState
-from ._buffer import BacklogFactory, Fifo, Keyed, events_of
+from ._buffer import BacklogFactory, Fifo, Hold, Keyed, events_of
 from ._exceptions import SINK_CLOSED, PermanentDeliveryError, QueueFullError, SinkClosedError
 from ._outcome import Outcome, OutcomeKind
 from ._queue import Queue, call_hook
@@ -97,6 +98,8 @@ class Deliver(Generic[_T, _B]):
         retry: RetryWithBreaker | None = None,
         concurrency: int = 1,
         key: Callable[[_B], Hashable] | None = None,
+        delay: float = 0.0,
+        timestamp: Callable[[_B], float | None] | None = None,
         endpoint: str = "",
         scheduler: abc.SchedulerBase | None = None,
     ) -> None:
@@ -119,6 +122,15 @@ class Deliver(Generic[_T, _B]):
             raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
         if key is not None and not callable(key):
             raise TypeError(f"key must be a function of the block, got {key!r}")
+        if (
+            isinstance(delay, bool)
+            or not isinstance(delay, int | float)
+            or not math.isfinite(delay)
+            or delay < 0
+        ):
+            raise ValueError(f"delay must be a finite number of seconds >= 0, got {delay!r}")
+        if timestamp is not None and not callable(timestamp):
+            raise TypeError(f"timestamp must be a function of the block, got {timestamp!r}")
         if queue is not None and not isinstance(queue, Queue) and not hasattr(queue, "backlog"):
             raise TypeError(f"queue must be made by queue(...), got {type(queue).__name__}")
         if not isinstance(endpoint, str):
@@ -127,6 +139,8 @@ class Deliver(Generic[_T, _B]):
         self.retry = retry
         self.concurrency = concurrency
         self.key = key
+        self.delay = float(delay)
+        self.timestamp = timestamp
         self.endpoint = endpoint
         self._queue: Queue[Any] | BacklogFactory[Any] = queue if queue is not None else Queue()
         self._scheduler = scheduler
@@ -163,12 +177,15 @@ class Deliver(Generic[_T, _B]):
         for lane in list(self._lanes.values()):
             lane.abort(error)
 
-    def _make_backlog(self) -> Any:
+    def _make_backlog(self, scheduler: abc.SchedulerBase) -> Any:
         queue = self._queue
         if isinstance(queue, Queue):
+            hold = None
+            if self.delay or self.timestamp is not None:
+                hold = Hold(self.delay, self.timestamp, clock_of(scheduler))
             if self.concurrency > 1 and self.key is not None:
-                return Keyed(queue, self.key)
-            return Fifo(queue)
+                return Keyed(queue, self.key, hold)
+            return Fifo(queue, hold)
         return queue.backlog(self.key, self.concurrency)
 
     def __call__(self, source: Observable[_T]) -> Observable[Outcome]:
@@ -185,7 +202,9 @@ class Deliver(Generic[_T, _B]):
                 or default_scheduler()
             )
             lane_class = _LockedLane if confinement_of(scheduler) is Confinement.LOCKED else _Lane
-            lane: _Lane[Any, Any] = lane_class(self, observer, scheduler, self._make_backlog())
+            lane: _Lane[Any, Any] = lane_class(
+                self, observer, scheduler, self._make_backlog(scheduler)
+            )
             self._lanes[id(lane)] = lane
             lane.start()
             upstream = source.subscribe(lane, scheduler=scheduler_)
@@ -281,7 +300,9 @@ class _Lane(abc.ObserverBase[_T], Generic[_T, _B]):
         self._durable: bool = getattr(backlog, "durable", False)
         # the hot path: a plain memory buffer is filled and drained here directly, and outcomes
         # are built only if the observer looks at them (subscribe() with no on_next does not)
-        self._fifo: Fifo[Any] | None = backlog if type(backlog) is Fifo else None
+        self._fifo: Fifo[Any] | None = (
+            backlog if type(backlog) is Fifo and backlog.hold is None else None
+        )
         self._stage_egress = None if self._fifo is None else self._fifo.owner.on_egress
         self._plain_put = self._fifo is not None and self._fifo.plain
         self._want = not (type(observer) is AutoDetachObserver and observer._on_next is noop)
@@ -293,6 +314,9 @@ class _Lane(abc.ObserverBase[_T], Generic[_T, _B]):
             self._call_state = new_call_state()
         self.active = 0  # blocks taken and not settled (attempting or waiting to retry)
         self._attempts: set[_Attempt] = set()
+        # the wake-up set for a block held back by time (a delivery delay)
+        self._wake_timer = SerialDisposable()
+        self._wake_at: float | None = None
         # one block at a time on a loop: coroutines run back to back in one task (_run)
         self._runner: asyncio.Task[None] | None = None
         self._run_next: tuple[_Attempt, Coroutine[Any, Any, Any]] | None = None
@@ -333,6 +357,7 @@ class _Lane(abc.ObserverBase[_T], Generic[_T, _B]):
             return
         self._disposed = True
         self._completed = True
+        self._wake_timer.dispose()
         self._cancel_attempts()
         self._stop_listening()
         self._backlog.dispose()
@@ -490,6 +515,7 @@ class _Lane(abc.ObserverBase[_T], Generic[_T, _B]):
                 return
             block = backlog.take()
             if block is None:
+                self._wake_when_ready()
                 return
             sent += 1
             self.active += 1
@@ -513,6 +539,22 @@ class _Lane(abc.ObserverBase[_T], Generic[_T, _B]):
                 self._delivered(block, 1, started, result)
             else:
                 self._follow(_Attempt(block, 1, started), result)
+
+    def _wake_when_ready(self) -> None:
+        """A block held back by time: pump again when it may go."""
+        ready_at = self._backlog.ready_at()
+        if ready_at is None or self._disposed:
+            return
+        if self._wake_at is not None and self._wake_at <= ready_at:
+            return  # a wake-up at that time or earlier is set already
+        self._wake_at = ready_at
+        self._wake_timer.disposable = self._scheduler.schedule_relative(
+            max(0.0, ready_at - self._now()), lambda _s, _t: self._woken()
+        )
+
+    def _woken(self) -> None:
+        self._wake_at = None
+        self.wake()
 
     def _pump_fifo(self) -> bool:
         """The common case, written out: a memory buffer, a healthy breaker, a synchronous sink.
@@ -948,6 +990,7 @@ class _LockedLane(_Lane[_T, _B]):
     dispose = _locked("dispose")
     abort = _locked("abort")
     wake = _locked("wake")
+    _woken = _locked("_woken")
     settle = _locked("settle")
     _drain = _locked("_drain")
     _retry_due = _locked("_retry_due")
@@ -1063,6 +1106,8 @@ def deliver(
     retry: RetryWithBreaker | None = None,
     concurrency: int = 1,
     key: Callable[[_B], Hashable] | None = None,
+    delay: float = 0.0,
+    timestamp: Callable[[_B], float | None] | None = None,
     endpoint: str = "",
     scheduler: abc.SchedulerBase | None = None,
 ) -> Deliver[_B, _B]: ...
@@ -1076,6 +1121,8 @@ def deliver(
     retry: RetryWithBreaker | None = None,
     concurrency: int = 1,
     key: Callable[[_B], Hashable] | None = None,
+    delay: float = 0.0,
+    timestamp: Callable[[_B], float | None] | None = None,
     endpoint: str = "",
     scheduler: abc.SchedulerBase | None = None,
 ) -> Deliver[_T, _B]: ...
@@ -1088,6 +1135,8 @@ def deliver(
     retry: RetryWithBreaker | None = None,
     concurrency: int = 1,
     key: Callable[[_B], Hashable] | None = None,
+    delay: float = 0.0,
+    timestamp: Callable[[_B], float | None] | None = None,
     endpoint: str = "",
     scheduler: abc.SchedulerBase | None = None,
 ) -> Deliver[Any, _B]:
@@ -1140,6 +1189,11 @@ def deliver(
         concurrency: the most blocks in flight at once (>= 1).
         key: a function of the block; with ``concurrency > 1``, one block per key in flight,
             each key in order (for example the repository of the block's events).
+        delay: seconds a block waits before it may go, counted from its ``timestamp`` (or its
+            arrival when it has none): for receivers that must not hear of a push before the
+            registry serves the tag. Blocks keep their order; nothing else is held up.
+        timestamp: a function of the block giving its time in seconds since the epoch (for
+            events, :func:`~rxsinks.block_time`), or ``None``.
         endpoint: a name to put on outcomes and log lines.
         scheduler: where deliveries start and retries wait; by default the running asyncio
             loop, or rxsinks' scheduler thread outside a loop.
@@ -1157,6 +1211,8 @@ def deliver(
         retry=retry,
         concurrency=concurrency,
         key=key,
+        delay=delay,
+        timestamp=timestamp,
         endpoint=endpoint,
         scheduler=scheduler,
     )

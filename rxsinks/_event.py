@@ -43,7 +43,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from importlib import resources
 from types import MappingProxyType
@@ -60,6 +60,7 @@ __all__ = [
     "Request",
     "Source",
     "Target",
+    "block_time",
     "decode_envelope",
     "decode_ndjson",
     "encode_envelope",
@@ -626,6 +627,25 @@ def _now_timestamp() -> str:
     seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
     stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{stamp}.{nanos:09d}Z"
+
+
+def block_time(block: Event | Sequence[Event]) -> float | None:
+    """When the newest event of a block happened, in seconds since the epoch (``None`` when no
+    event has a readable ``timestamp``): the time a delivery ``delay`` counts from.
+
+    Example:
+        >>> event = Event.from_dict({"id": "a", "timestamp": "2026-11-29T17:25:25.5Z"})
+        >>> block_time((event,))
+        1795973125.5
+    """
+    events = (block,) if isinstance(block, Event) else block
+    newest: float | None = None
+    for event in events:
+        when = event.time
+        if when is not None:
+            stamp = when.timestamp()
+            newest = stamp if newest is None or stamp > newest else newest
+    return newest
 
 
 def _parse_timestamp(text: str) -> datetime | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -616,3 +617,59 @@ async def test_share_and_publish_after_the_stage_work_as_in_plain_rx() -> None:
     assert delivered == ["e1", "e2"]  # shared: one delivery for both subscribers
     assert kinds(first) == kinds(second) == ["delivered", "delivered"]
     assert kinds(seen) == ["delivered", "delivered"]
+
+
+# -- a delivery delay ("the push event arrives before the tag is visible") --------------------
+
+
+def test_a_delay_holds_each_block_from_its_arrival_and_keeps_the_order() -> None:
+    scheduler = TestScheduler()
+    sink: ScriptedSink[str] = ScriptedSink(scheduler)
+    got = run(scheduler, [on_next(210, "a"), on_next(213, "b"), on_completed(214)], sink, delay=10)
+    assert sink.attempts == [(220, "a"), (223, "b")]
+    assert got.timed[-1] == (223, "completed")
+
+
+def test_a_delay_counts_from_the_block_timestamp(monkeypatch: pytest.MonkeyPatch) -> None:
+    scheduler = TestScheduler()
+    sink: ScriptedSink[str] = ScriptedSink(scheduler)
+    monkeypatch.setattr(time, "time", lambda: 1_000_000.0)  # the wall clock, held still
+    # "a" happened 3 s ago: with a 5 s delay it may go 2 s after it arrived
+    stamps = {"a": 1_000_000.0 - 3, "b": None}
+    run(
+        scheduler,
+        [on_next(210, "a"), on_next(210, "b")],
+        sink,
+        delay=5,
+        timestamp=stamps.get,
+    )
+    (when_a, first), (when_b, second) = sink.attempts
+    assert (first, second) == ("a", "b")
+    assert when_a == 212
+    assert when_b == 215  # no timestamp: from its arrival, and never before the block ahead
+
+
+def test_with_keys_a_held_back_key_does_not_hold_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scheduler = TestScheduler()
+    sink: ScriptedSink[str] = ScriptedSink(scheduler)
+    monkeypatch.setattr(time, "time", lambda: 1_000_000.0)
+    stamps = {"a1": 1_000_000.0 + 100, "b1": None}  # a1 happens in the future (clock skew)
+    run(
+        scheduler,
+        [on_next(210, "a1"), on_next(210, "b1")],
+        sink,
+        delay=1,
+        timestamp=stamps.get,
+        concurrency=2,
+        key=lambda item: item[0],
+    )
+    assert [item for _, item in sink.attempts] == ["b1", "a1"]
+    assert sink.attempts[0][0] == 211
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), True, "5"])
+def test_a_delay_must_be_finite_seconds(bad: Any) -> None:
+    with pytest.raises(ValueError, match="delay"):
+        deliver(print, delay=bad)

@@ -217,6 +217,10 @@ class _DurableBacklog:
         self._released = False
         return block
 
+    def ready_at(self) -> float | None:
+        # (a partial block waiting for more events has a timer of its own)
+        return None
+
     def done(self, block: Block, error: BaseException | None, attempts: int) -> None:
         seqs = self._inflight or ()
         if isinstance(error, SinkClosedError):
