@@ -63,9 +63,13 @@ def redis_server() -> Iterator[str | None]:
 
 @contextlib.asynccontextmanager
 async def serve(
-    store: dict[str, Any], endpoint: dict[str, Any], directory: Path
+    store: dict[str, Any],
+    endpoint: dict[str, Any] | list[dict[str, Any]],
+    directory: Path,
 ) -> AsyncIterator[tuple[str, int]]:
-    """`rxsinks serve` with one endpoint; yields (ingest URL, pid)."""
+    """`rxsinks serve` with one endpoint (named ``bench``) or a list of named ones; yields
+    (ingest URL, pid)."""
+    endpoints = [{"name": "bench", **endpoint}] if isinstance(endpoint, dict) else endpoint
     port = free_port()
     config = directory / f"rxsinks-{port}.yml"
     config.write_text(
@@ -74,7 +78,7 @@ async def serve(
                 "ingest": {"addr": f"127.0.0.1:{port}", "grace": "2s", "max_body": "64MiB"},
                 "store": store,
                 "log": {"level": "error"},
-                "notifications": {"endpoints": [{"name": "bench", **endpoint}]},
+                "notifications": {"endpoints": endpoints},
             }
         )
     )
