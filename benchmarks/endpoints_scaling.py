@@ -1,0 +1,192 @@
+"""The store's cost in the number of endpoints, and the disk it gives back.
+
+1. **Scaling.** `rxsinks serve` with ``--endpoints`` endpoints (one receiver process, one URL path
+   per endpoint, delivering up to ``--per-post`` events per POST), offered ``--rate`` events/s in
+   POSTs of ``--post`` events for ``--seconds`` seconds, once with the SQLite store and once with
+   the memory store. The relay's CPU time (``/proc/<pid>/stat``: user + system) over the run and
+   the drain after it, divided by the event-deliveries made (events x endpoints), is its cost per
+   event-delivery. It *keeps up* when every event reached every endpoint within ``--tail`` seconds
+   after the offer stopped.
+2. **Disk given back.** An endpoint that is down collects a backlog of ``--backlog`` events
+   (posted in large POSTs), then its receiver comes up and the backlog drains; once the relay has
+   compacted the store, the size of its write-ahead log (``rxsinks.db-wal``) and of the database
+   is read.
+
+Last line: one JSON object with ``sqlite_keeps_up_<E>``, ``memory_keeps_up_<E>``,
+``sqlite_cpu_us_per_delivery_<E>``, ``memory_cpu_us_per_delivery_<E>``,
+``sqlite_vs_memory_cpu_<E>`` (E = the endpoint count), ``wal_bytes_after_drain``,
+``db_bytes_after_drain`` and the backlog's size at its peak.
+
+Usage: ``python benchmarks/endpoints_scaling.py [--endpoints 300] [--rate 200] [--seconds 20]
+[--backlog 1000000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _relay_process import post_envelopes, serve
+from _support import counts, machine, receiver
+
+import rxsinks
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def make_events(count: int) -> list[rxsinks.Event]:
+    return [
+        rxsinks.Event.new("push", target={"repository": f"scale/app{i % 50}", "tag": f"t{i}"})
+        for i in range(count)
+    ]
+
+
+async def offer(url: str, events: list[rxsinks.Event], per_post: int, rate: float) -> float:
+    """POST ``events`` in envelopes of ``per_post`` at ``rate`` events/s; seconds taken."""
+    start = time.monotonic()
+    for index in range(0, len(events), per_post):
+        due = start + index / rate
+        wait = due - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        await post_envelopes(url, events[index : index + per_post], per_post, 1)
+    return time.monotonic() - start
+
+
+async def scaling_run(
+    directory: Path, store: dict[str, Any], endpoints: int, args: argparse.Namespace
+) -> dict[str, float | bool]:
+    label = store.get("kind", "sqlite")
+    work = directory / f"scale-{label}-{endpoints}"
+    work.mkdir()
+    if label != "memory":
+        store = {**store, "path": str(work / "rxsinks.db")}
+    else:
+        store = {**store, "maxevents": 0, "maxsize": "1GiB"}
+    events = make_events(int(args.rate * args.seconds))
+    expected = len(events) * endpoints
+    with receiver() as base:
+        hooks = [
+            {
+                "name": f"e{index}",
+                "url": f"{base}/events/e{index}",
+                "batch": {"maxevents": args.per_post, "maxdelay": "250ms"},
+            }
+            for index in range(endpoints)
+        ]
+        async with serve(store, hooks, work) as (url, pid):
+            before = cpu_seconds(pid)
+            offered_for = await offer(url, events, args.post, args.rate)
+            deadline = time.monotonic() + args.tail
+            while counts(base)["events"] < expected and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            delivered = counts(base)["events"]
+            keeps_up = delivered >= expected
+            # the rest drains (outside the keeping-up window) so CPU covers every delivery
+            drain_deadline = time.monotonic() + 600
+            while counts(base)["events"] < expected and time.monotonic() < drain_deadline:
+                await asyncio.sleep(0.2)
+            cpu = cpu_seconds(pid) - before
+            delivered = counts(base)["events"]
+    print(
+        f"{label}, {endpoints} endpoints: offered {len(events):,} events in {offered_for:.1f} s; "
+        f"{'kept up' if keeps_up else 'fell behind'}; "
+        f"{cpu * 1e6 / max(delivered, 1):.1f} us CPU per event-delivery",
+        flush=True,
+    )
+    return {"keeps_up": keeps_up, "cpu_us_per_delivery": cpu * 1e6 / max(delivered, 1)}
+
+
+async def disk_run(directory: Path, backlog: int) -> dict[str, int]:
+    """A backlog of ``backlog`` events for a down endpoint, drained; the files' sizes after."""
+    from _relay_process import free_port
+
+    work = directory / "disk"
+    work.mkdir()
+    db = work / "rxsinks.db"
+    port = free_port()
+    hooks = [
+        {
+            "name": "down",
+            "url": f"http://127.0.0.1:{port}/events",
+            "batch": {"maxevents": 100},
+            "threshold": 1,
+            "backoff": "1s",
+        }
+    ]
+    events = make_events(10_000)
+    peak_db = peak_wal = 0
+    async with serve({"path": str(db)}, hooks, work) as (url, _):
+        for _ in range(backlog // len(events)):
+            await post_envelopes(url, events, 1000, 4)
+        wal = Path(f"{db}-wal")
+        peak_db = db.stat().st_size
+        peak_wal = wal.stat().st_size if wal.exists() else 0
+        print(f"backlog of {backlog:,} events: db {peak_db:,} B, wal {peak_wal:,} B", flush=True)
+        with receiver("--port", str(port)) as base:
+            deadline = time.monotonic() + 1200
+            while counts(base)["events"] < backlog and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+            if counts(base)["events"] < backlog:
+                raise RuntimeError("the backlog did not drain")
+            # compaction runs every 30 s; give it two rounds
+            await asyncio.sleep(65)
+            wal_after = wal.stat().st_size if wal.exists() else 0
+            db_after = db.stat().st_size
+    print(f"drained: db {db_after:,} B, wal {wal_after:,} B", flush=True)
+    return {
+        "backlog_events": backlog,
+        "db_bytes_at_peak": peak_db,
+        "wal_bytes_at_peak": peak_wal,
+        "db_bytes_after_drain": db_after,
+        "wal_bytes_after_drain": wal_after,
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--endpoints", type=int, default=300)
+    parser.add_argument("--rate", type=float, default=200.0, help="events offered per second")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--post", type=int, default=10, help="events per ingest POST")
+    parser.add_argument("--per-post", type=int, default=50, help="events per delivery POST")
+    parser.add_argument("--tail", type=float, default=5.0, help="seconds to catch up after")
+    parser.add_argument("--backlog", type=int, default=1_000_000)
+    args = parser.parse_args()
+    figures: dict[str, Any] = {"benchmark": "endpoints_scaling", "endpoints": args.endpoints}
+    with tempfile.TemporaryDirectory() as name:
+        directory = Path(name)
+        results = {}
+        for kind, store in (("sqlite", {}), ("memory", {"kind": "memory"})):
+            results[kind] = await scaling_run(directory, store, args.endpoints, args)
+        n = args.endpoints
+        for kind, result in results.items():
+            figures[f"{kind}_keeps_up_{n}"] = result["keeps_up"]
+            figures[f"{kind}_cpu_us_per_delivery_{n}"] = round(
+                float(result["cpu_us_per_delivery"]), 2
+            )
+        figures[f"sqlite_vs_memory_cpu_{n}"] = round(
+            float(results["sqlite"]["cpu_us_per_delivery"])
+            / float(results["memory"]["cpu_us_per_delivery"]),
+            3,
+        )
+        if args.backlog:
+            figures.update(await disk_run(directory, args.backlog))
+    figures["machine"] = machine()
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
