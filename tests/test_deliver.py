@@ -19,7 +19,7 @@ import reactivex
 from reactivex import Observable
 from reactivex import operators as ops
 from reactivex.scheduler import ThreadPoolScheduler
-from reactivex.scheduler.eventloop import AsyncIOScheduler
+from reactivex.scheduler.eventloop import AsyncIOScheduler, AsyncIOThreadSafeScheduler
 from reactivex.subject import Subject
 from reactivex.testing import ReactiveTest, TestScheduler
 from tenacity.stop import stop_after_attempt
@@ -673,3 +673,75 @@ def test_with_keys_a_held_back_key_does_not_hold_the_others(
 def test_a_delay_must_be_finite_seconds(bad: Any) -> None:
     with pytest.raises(ValueError, match="delay"):
         deliver(print, delay=bad)
+
+
+# -- hostile corners --------------------------------------------------------------------------
+
+
+async def test_a_thread_pool_scheduler_with_an_async_sink_and_concurrency() -> None:
+    # the stage on a thread-based scheduler (every entry point takes its lock); the coroutines
+    # still run on the loop the stage was subscribed on
+    delivered: list[int] = []
+    in_flight = [0, 0]  # now, most
+
+    async def post(item: int) -> None:
+        in_flight[0] += 1
+        in_flight[1] = max(in_flight[1], in_flight[0])
+        await asyncio.sleep(0.005)
+        in_flight[0] -= 1
+        delivered.append(item)
+
+    loop = asyncio.get_running_loop()
+    outcomes = await reactivex.from_iterable(range(40)).pipe(
+        deliver(post, concurrency=4, scheduler=ThreadPoolScheduler(3)),
+        # the stage emits on its scheduler's threads; awaiting an observable (reactivex's
+        # to_future) needs its notifications on the loop, as with any thread-based operator
+        ops.observe_on(AsyncIOThreadSafeScheduler(loop)),
+        ops.to_list(),
+    )
+    assert sorted(delivered) == list(range(40))
+    assert kinds(outcomes) == ["delivered"] * 40
+    assert 1 < in_flight[1] <= 4
+
+
+async def test_disposing_while_a_coroutine_runs_cancels_it_cleanly() -> None:
+    started = asyncio.Event()
+    cancelled: list[bool] = []
+
+    async def post(_: Event) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    subject = EventSubject()
+    stage = deliver(post)
+    subscription = subject.pipe(stage).subscribe()
+    subject.on_next(make_event(1))
+    await asyncio.wait_for(started.wait(), 10)
+    subscription.dispose()
+    for _ in range(100):
+        if cancelled:
+            break
+        await asyncio.sleep(0.01)
+    assert cancelled == [True]
+    assert stage.pending == 0 and stage.in_flight == 0
+
+
+async def test_an_endpoint_closed_with_a_deadline_while_its_post_hangs() -> None:
+    hang = asyncio.Event()
+
+    async def post(_: tuple[Event, ...]) -> None:
+        await hang.wait()
+
+    endpoint = rxsinks.Endpoint("hangs", "http://127.0.0.1:9/", sink=post)
+    letters: list[Any] = []
+    endpoint.dead_letters.subscribe(letters.append)
+    endpoint.on_next(make_event(1))
+    endpoint.on_next(make_event(2))
+    report = await endpoint.aclose(0.05)
+    assert (report.flushed, report.remaining) == (False, 2)
+    assert [letter.events[0].id for letter in letters] == ["e1", "e2"]
+    assert endpoint.pending == 0
