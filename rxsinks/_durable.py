@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
 from typing import Any, Protocol
 
 from ._event import Event
@@ -65,7 +65,11 @@ class Store(QueueStore, Protocol):
         self, endpoint: str | None = None, since: float | None = None, limit: int = 10_000
     ) -> list[Any]: ...
     async def replay(
-        self, endpoint: str | None = None, since: float | None = None
+        self,
+        endpoint: str | None = None,
+        since: float | None = None,
+        *,
+        ids: Collection[int] | None = None,
     ) -> list[tuple[str, int]]: ...
     async def compact(self) -> int: ...
 
