@@ -272,7 +272,7 @@ class History:
         }
         self._watched: weakref.WeakSet[Endpoint] = weakref.WeakSet()
         self._accepted: deque[int] = deque(maxlen=_SAMPLES)
-        self._accepted_last: int | None = None
+        self._accepted_last = 0  # (the ingest counts from 0 when the relay is built)
         self.samples = 0
 
     def watch(self, endpoints: Iterable[Endpoint]) -> None:
@@ -296,8 +296,7 @@ class History:
         """
         for name, history in self.endpoints.items():
             history.sample(pending.get(name))
-        if self._accepted_last is not None:
-            self._accepted.append(max(0, accepted - self._accepted_last))
+        self._accepted.append(max(0, accepted - self._accepted_last))
         self._accepted_last = accepted
         self.samples += 1
 

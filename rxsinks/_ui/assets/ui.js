@@ -166,13 +166,13 @@
     return root;
   }
 
-  // the whole window once it is full; until then at least a minute, so that a young relay's
+  // the whole window once it is full; until then at least 30 s, so that a young relay's
   // few samples still read as a line
   function slotsOf(e) {
     const s = e.series || {};
     const full = Math.round((e.window || 300) / (s.step || 2));
     const have = (s.pending || []).length;
-    return Math.min(full, Math.max(have, Math.round(60 / (s.step || 2))));
+    return Math.min(full, Math.max(have, Math.round(30 / (s.step || 2))));
   }
 
   // -- the overview ------------------------------------------------------------------------------
@@ -245,7 +245,7 @@
       failure,
       el("td", { class: "num" }, e.rate ? e.rate.toFixed(1) : "0"),
       el("td", { class: "num" }, `${duration(e.p50)} / ${duration(e.p99)}`),
-      el("td", { "data-col": "spark" }, sparkline(e.series, 120, 26, slotsOf(e))));
+      el("td", { "data-col": "spark" }, sparkline(e.series, 110, 26, slotsOf(e))));
   }
 
   let lastList = [];
