@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -591,3 +595,47 @@ async def test_the_sampler_runs_with_the_relay_and_stops_with_it(
     stopped = ui.history.samples
     await asyncio.sleep(RESOLUTION * 1.2)
     assert ui.history.samples == stopped
+
+
+async def test_demo_prints_the_page_and_lingers_until_interrupted() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "rxsinks",
+        "demo",
+        "--events",
+        "60",
+        "--quiet",
+        "--linger",
+        "60",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"},
+    )
+    try:
+        assert process.stdout is not None
+        first = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
+        found = re.match(
+            r"operator page: (http://127\.0\.0\.1:\d+/ui) \(log in with the token (\S+)\)", first
+        )
+        assert found is not None, first
+        page, token = found.groups()
+        second = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
+        assert second.startswith("the relay keeps running for 60 s: open " + page)
+        async with aiohttp.ClientSession(headers=bearer(token)) as session:
+            async with session.get(page) as answer:
+                assert answer.status == 200 and 'data-view="overview"' in await answer.text()
+            async with session.get(page.replace("/ui", "/api/endpoints")) as answer:
+                rows = await answer.json()
+        assert [row["name"] for row in rows] == ["healthy", "flaky", "no-pulls"]
+        assert rows[0]["successes"] == 60  # the events had arrived before it lingered
+        started = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+        assert time.monotonic() - started < 15  # ended early, not after 60 s
+        assert process.returncode == 0, err.decode()
+        assert out.decode().rstrip().endswith("OK")
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
