@@ -106,14 +106,6 @@ class AttemptRecord:
 
 
 @dataclass(slots=True)
-class _Sample:
-    pending: int | None
-    delivered: int
-    failed: int
-    bins: dict[int, int]
-
-
-@dataclass(slots=True)
 class EndpointHistory:
     """Everything kept over time for one endpoint (see the module docstring).
 
@@ -135,7 +127,11 @@ class EndpointHistory:
     last_failure_reason: str = ""
     open_since: float | None = None
     disabled_since: float | None = None
-    _samples: deque[_Sample] = field(default_factory=lambda: deque(maxlen=_SAMPLES))
+    # the samples, one deque per figure (a list of each is then one C-level copy)
+    _pending_samples: deque[int | None] = field(default_factory=lambda: deque(maxlen=_SAMPLES))
+    _delivered_samples: deque[int] = field(default_factory=lambda: deque(maxlen=_SAMPLES))
+    _failed_samples: deque[int] = field(default_factory=lambda: deque(maxlen=_SAMPLES))
+    _bin_samples: deque[dict[int, int]] = field(default_factory=lambda: deque(maxlen=_SAMPLES))
     _delivered: int = 0
     _failed: int = 0
     _bins: dict[int, int] = field(default_factory=dict)
@@ -184,23 +180,24 @@ class EndpointHistory:
 
     def sample(self, pending: int | None) -> None:
         """Close the current sample with the endpoint's pending events now."""
-        samples = self._samples
-        if len(samples) == samples.maxlen:
-            oldest = samples[0]  # about to fall out of the window
-            self._window_delivered -= oldest.delivered
-            for index, count in oldest.bins.items():
+        if len(self._delivered_samples) == _SAMPLES:
+            # the oldest sample is about to fall out of the window
+            self._window_delivered -= self._delivered_samples[0]
+            for index, count in self._bin_samples[0].items():
                 self._window_bins[index] -= count
-        sample = _Sample(pending, self._delivered, self._failed, self._bins)
-        samples.append(sample)
-        self._window_delivered += sample.delivered
-        for index, count in sample.bins.items():
+        self._pending_samples.append(pending)
+        self._delivered_samples.append(self._delivered)
+        self._failed_samples.append(self._failed)
+        self._bin_samples.append(self._bins)
+        self._window_delivered += self._delivered
+        for index, count in self._bins.items():
             self._window_bins[index] += count
         self._delivered = self._failed = 0
         self._bins = {}
 
     def rate(self) -> float:
         """Events delivered per second over the samples kept."""
-        covered = len(self._samples) * RESOLUTION
+        covered = len(self._delivered_samples) * RESOLUTION
         return self._window_delivered / covered if covered else 0.0
 
     def latency(self, quantile: float) -> float | None:
@@ -212,9 +209,9 @@ class EndpointHistory:
         """The samples, oldest first: ``pending`` (at each sample's end; ``None`` when unknown)
         and ``delivered`` and ``failed`` (events during each)."""
         return {
-            "pending": [sample.pending for sample in self._samples],
-            "delivered": [sample.delivered for sample in self._samples],
-            "failed": [sample.failed for sample in self._samples],
+            "pending": list(self._pending_samples),
+            "delivered": list(self._delivered_samples),
+            "failed": list(self._failed_samples),
         }
 
 
