@@ -100,15 +100,26 @@ async def call(function: Callable[..., _T], *args: Any) -> _T:
 
 
 async def eventually(probe: Callable[[], _T], what: str) -> _T:
-    """Ask the browser until ``probe()`` gives something true; returns it."""
+    """Ask the browser until ``probe()`` gives something true; returns it.
+
+    The page redraws its tables at every refresh and a click may load another page: an
+    element that went away meanwhile (stale, or not there yet) is asked for again.
+    """
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _WAIT
     while True:
-        result = await call(probe)
-        if result:
-            return result
+        last: object
+        try:
+            last = result = await call(probe)
+        except (StaleElementReferenceException, NoSuchElementException) as exc:
+            last = exc
+        else:
+            if result:
+                return result
         if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what} (last: {result!r})")
+            raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
         await asyncio.sleep(0.1)
 
 
@@ -134,6 +145,16 @@ _READ_DEAD_LETTERS = """
 return [...document.querySelectorAll('#dead-letters tbody tr[data-dead-letter]')].map(tr =>
   [...tr.cells].map(td => td.innerText.trim()));
 """
+
+
+async def click(driver: WebDriver, by: str, value: str) -> None:
+    """Click an element, found afresh (a redraw may replace it between finding and clicking)."""
+
+    def find_and_click() -> bool:
+        driver.find_element(by, value).click()
+        return True
+
+    await eventually(find_and_click, f"clicking {value}")
 
 
 def table(driver: WebDriver) -> dict[str, dict[str, str]]:
@@ -185,13 +206,13 @@ async def test_log_in_read_the_table_open_an_endpoint_replay_and_see_it_delivere
     assert await call(lambda: browser.title) == "Log in · rxsinks"
     assert PLANTED not in await call(lambda: browser.page_source)
     await call(browser.find_element(By.ID, "token").send_keys, "not-the-token")
-    await call(browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click)
+    await click(browser, By.CSS_SELECTOR, "button[type=submit]")
     message = await eventually(
         lambda: browser.find_element(By.ID, "login-message").text, "the refusal"
     )
     assert message == "Wrong token."
-    await call(browser.find_element(By.ID, "token").send_keys, TOKEN)
-    await call(browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click)
+    await eventually(lambda: browser.find_element(By.ID, "token").send_keys(TOKEN) or True, "token")
+    await click(browser, By.CSS_SELECTOR, "button[type=submit]")
     rows = await eventually(lambda: len(table(browser)) == 3 and table(browser), "the table")
 
     # the table
@@ -216,7 +237,7 @@ async def test_log_in_read_the_table_open_an_endpoint_replay_and_see_it_delivere
     assert PLANTED not in await call(lambda: browser.page_source)
 
     # the detail view, reached by the endpoint's link
-    await call(browser.find_element(By.LINK_TEXT, "dead").click)
+    await click(browser, By.LINK_TEXT, "dead")
     await eventually(lambda: browser.current_url.endswith("/ui/endpoints/dead"), "the detail page")
     letters = await eventually(
         lambda: (
@@ -240,11 +261,8 @@ async def test_log_in_read_the_table_open_an_endpoint_replay_and_see_it_delivere
 
     # replay selected: the second and fourth dead letters, once the receiver takes them
     scenario.dead.recover()
-    boxes = await call(
-        lambda: browser.find_elements(By.CSS_SELECTOR, "#dead-letters tbody input[type=checkbox]")
-    )
-    await call(boxes[1].click)
-    await call(boxes[3].click)
+    for row in (2, 4):
+        await click(browser, By.CSS_SELECTOR, f"#dead-letters tbody tr:nth-child({row}) input")
     button = await call(browser.find_element, By.ID, "replay-selected")
     assert await call(lambda: button.text) == "Replay selected (2)"
     await call(save, browser, shots / "ui-endpoint.png")
@@ -268,7 +286,7 @@ async def test_log_in_read_the_table_open_an_endpoint_replay_and_see_it_delivere
     assert [row[2] for row in left] == [ids[0], ids[2], ids[4], ids[5]]
 
     # replay all
-    await call(browser.find_element(By.ID, "replay-all").click)
+    await click(browser, By.ID, "replay-all")
     await eventually(
         lambda: browser.find_element(By.ID, "replay-result").text == "replayed 4 dead letter(s)",
         "the second replay's answer",
@@ -284,7 +302,7 @@ async def test_log_in_read_the_table_open_an_endpoint_replay_and_see_it_delivere
 
     # the down endpoint recovers: the table shows its breaker closed and its backlog gone
     scenario.down.recover()
-    await call(browser.find_element(By.CSS_SELECTOR, "a.back").click)
+    await click(browser, By.CSS_SELECTOR, "a.back")
     recovered = await eventually(
         lambda: (
             table(browser).get("down", {}).get("data-state") == "delivering"
@@ -298,6 +316,6 @@ async def test_log_in_read_the_table_open_an_endpoint_replay_and_see_it_delivere
     assert PLANTED not in await call(lambda: browser.page_source)
 
     # log out: back to the login form, and the API refuses the old page
-    await call(browser.find_element(By.ID, "logout").click)
+    await click(browser, By.ID, "logout")
     await eventually(lambda: browser.title == "Log in · rxsinks", "the login form")
     assert await call(javascript_errors, browser) == []
