@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mypy import api
 
-PROGRAM = '''
+PROGRAM = """
 from reactivex import Observable
 from reactivex import operators as ops
 import rxsinks
@@ -35,7 +35,7 @@ fine_3: Observable[Outcome] = events.pipe(rxsinks.batch(10), rxsinks.deliver(pos
 wrong_after_batch = events.pipe(rxsinks.batch(10, 0.5), rxsinks.deliver(per_event))  # line 21
 wrong_with_a_queue = events.pipe(rxsinks.deliver(per_block, queue=rxsinks.queue()))  # line 22
 wrong_after_map = events.pipe(ops.map(as_text), rxsinks.deliver(per_event))  # line 23
-'''
+"""
 
 
 def test_a_wrongly_typed_sink_is_caught_after_any_operator(tmp_path: Path) -> None:
@@ -44,8 +44,6 @@ def test_a_wrongly_typed_sink_is_caught_after_any_operator(tmp_path: Path) -> No
     out, err, status = api.run(
         ["--strict", "--no-incremental", "--cache-dir", str(tmp_path / "cache"), str(program)]
     )
-    errors = sorted(
-        {int(line.split(":")[1]) for line in out.splitlines() if ": error:" in line}
-    )
+    errors = sorted({int(line.split(":")[1]) for line in out.splitlines() if ": error:" in line})
     assert status == 1, out + err
     assert errors == [21, 22, 23], out
