@@ -94,6 +94,12 @@ async def test_each_instance_shows_who_holds_which_endpoint(
         events = [rxsinks.Event.new("push", id=f"e{i}") for i in range(3)]
         await one.accept(events)
         await until(lambda: len(target.received) == 12, "every endpoint's deliveries")
+        # each holder's page heard the attempts of the endpoint objects its leases created
+        for relay in (one, two):
+            for name in relay.delivering:
+                detail = await api(relay, f"/api/endpoints/{name}")
+                assert detail["successes"] == 3, (relay.instance_id, name)
+                assert [a["result"] for a in detail["attempts"]] == ["200 OK"] * 3
         assert PLANTED not in json.dumps(ingest) + json.dumps(rows)
     finally:
         await one.stop(0)

@@ -57,6 +57,8 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from urllib.parse import parse_qsl, quote
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from yarl import URL
 
 from .._config import REDACTED, EndpointConfig, RelayConfig
@@ -748,7 +750,8 @@ async def _read(
             body = await request.content.read(limit + 1)
     except TimeoutError:
         return _error(408, f"the body did not arrive within {timeout:g} s")
-    except Exception as exc:  # a bad encoding, a cut upload: the client's fault
+    except (RequestPayloadError, HttpProcessingError, ConnectionError) as exc:
+        # a bad Content-Encoding, a broken chunk, a cut upload: the client's fault
         return _error(400, f"the body cannot be read: {type(exc).__name__}")
     if len(body) > limit:
         return _error(413, f"body over the limit of {limit} bytes")
