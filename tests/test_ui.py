@@ -639,3 +639,60 @@ async def test_demo_prints_the_page_and_lingers_until_interrupted() -> None:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_a_secret_echoed_back_by_a_receiver_is_masked(
+    aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    secret = "Bearer PLANTED-echoed-credential-77"
+    from tests.endpoint_fixtures import refused_url
+
+    refused = refused_url()  # nothing listens there
+
+    async def echo(request: web.Request) -> web.Response:
+        # a receiver that puts what it was sent into where it redirects: the error then quotes
+        # that URL, whose path redaction keeps
+        credential = request.headers["Authorization"].split()[1]
+        return web.Response(status=307, headers={"Location": f"{refused}/{credential}"})
+
+    app = web.Application()
+    app.router.add_post("/hook", echo)
+    server = await aiohttp_server(app)
+    config = parse_config(
+        {
+            "ingest": {"addr": "127.0.0.1:0", "token": TOKEN},
+            "store": {"path": str(tmp_path / "echo.db")},
+            "notifications": {
+                "endpoints": [
+                    {
+                        "name": "echo",
+                        "url": str(server.make_url("/hook")),
+                        "headers": {"Authorization": [secret]},
+                        "retry": {"maxattempts": 2},
+                    }
+                ]
+            },
+        },
+        source="ui-test",
+    )
+    relay = Relay(config)
+    await relay.start()
+    try:
+        await relay.accept([rxsinks.Event.new("push", id="e1")])
+        await until(lambda: relay.endpoints[0].metrics().dead_letters == 1, "the dead letter")
+        base = relay.url.rsplit("/events", 1)[0]
+        async with aiohttp.ClientSession(headers=bearer()) as session:
+            texts = []
+            for path in (
+                "/api/endpoints",
+                "/api/endpoints/echo",
+                "/api/endpoints/echo/dead-letters",
+            ):
+                async with session.get(base + path) as answer:
+                    assert answer.status == 200
+                    texts.append(await answer.text())
+        everything = "\n".join(texts)
+        assert "/hook/<redacted> failed" in everything  # the error is kept, the secret masked
+        assert PLANTED not in everything
+    finally:
+        await relay.stop(0)

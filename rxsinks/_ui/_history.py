@@ -167,7 +167,8 @@ class EndpointHistory:
     def attempt(self, attempt: Attempt, now: float) -> None:
         """Take one HTTP attempt of the endpoint's webhook."""
         if attempt.error is None or attempt.status is not None:
-            result = attempt.status_text or ""
+            # (the reason phrase is the receiver's text: it may echo what it was sent)
+            result = self.scrub(attempt.status_text or "")
         else:
             result = self.scrub(_text(attempt.error))
         self.attempts.append(
