@@ -99,6 +99,7 @@ async def test_the_api_shows_healthy_down_and_dead_lettering_endpoints_and_repla
         return by_name(rows)
 
     await until(lambda: scenario.relay.endpoints[2].metrics().dead_letters == 6, "dead letters")
+    await until(lambda: scenario.relay.endpoints[1].breaker.state != "closed", "breaker opening")
     rows = await endpoints()
     assert list(rows) == ["healthy", "down", "dead"]  # configuration order
     healthy, down, dead = rows["healthy"], rows["down"], rows["dead"]
