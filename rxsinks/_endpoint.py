@@ -146,6 +146,7 @@ class Endpoint(abc.ObserverBase[Event]):
         # isolated from the others and from delivery (a raising subscriber is logged)
         self._outcomes: Broadcast[Outcome] = Broadcast()
         self._dead_letters: Broadcast[DeadLetter] = Broadcast()
+        self._attempts: Broadcast[Attempt] = Broadcast()
         self._drained: AsyncSubject[None] = AsyncSubject()
         self._recent_dead: deque[DeadLetter] = deque(maxlen=_RECENT_DEAD_LETTERS)
         if dead_letters is not None:
@@ -343,6 +344,7 @@ class Endpoint(abc.ObserverBase[Event]):
         def finish(_: object = None) -> None:
             self._outcomes.on_completed()
             self._dead_letters.on_completed()
+            self._attempts.on_completed()
             self._drained.on_completed()
 
         webhook = self._webhook
@@ -369,6 +371,12 @@ class Endpoint(abc.ObserverBase[Event]):
     def dead_letters(self) -> Observable[DeadLetter]:
         """Blocks given up on, with their last error. Completes once the endpoint closed."""
         return self._dead_letters
+
+    @property
+    def attempts(self) -> Observable[Attempt]:
+        """Every HTTP attempt of the endpoint's webhook as it ends (block size, status or error,
+        duration; none with a custom ``sink``). Completes once the endpoint closed."""
+        return self._attempts
 
     @property
     def drained(self) -> Observable[None]:
@@ -401,6 +409,7 @@ class Endpoint(abc.ObserverBase[Event]):
         self.metrics_observer.finished(len(block))
 
     def _attempted(self, attempt: Attempt) -> None:
+        self._attempts.on_next(attempt)
         if attempt.status == 410:
             # (the webhook logs it at WARNING, the relay at ERROR with what to do)
             log.debug("%s: receiver answered 410 Gone; endpoint disabled", self.name)

@@ -37,6 +37,7 @@ from .._store.protocol import Store
 from .config import LogConfig, RelayConfig, exposure_problems, load_config
 from .ingest import post_events
 from .relay import Relay, build_endpoints, open_store
+from .ui import page_url
 from .units import parse_duration
 
 __all__ = ["main"]
@@ -181,6 +182,7 @@ async def _serve(config: RelayConfig) -> None:
         if relay.store is not None:
             await relay.store.close()
         raise
+    logging.getLogger("rxsinks.relay").info("operator page: %s", page_url(relay.url))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -353,18 +355,26 @@ def send(
     help="How many events to send through the relay.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Print only the result line.")
-def demo(count: int, quiet: bool) -> None:
+@click.option(
+    "--linger",
+    type=click.FloatRange(min=0),
+    default=0,
+    metavar="SECONDS",
+    help="Keep the relay and its operator page (/ui) running this long once the events "
+    "arrived; Ctrl-C ends it early.",
+)
+def demo(count: int, quiet: bool, linger: float) -> None:
     """Watch a real relay deliver events to three local receivers.
 
     Starts receivers on 127.0.0.1 (one healthy, one failing for 2 seconds then recovering, one
     whose endpoint ignores pulls), a relay with its ingest on a free port, and sends registry
     events through its HTTP ingest, with progress bars and a live table of metrics. Ends with a
     summary and checks that each receiver got exactly its events, in order (exit 1 if not).
-    Needs no network beyond 127.0.0.1.
+    Needs no network beyond 127.0.0.1. Prints the relay's operator page and the demo's token.
     """
     from .demo import run_demo
 
-    ok = asyncio.run(run_demo(count, quiet=quiet))
+    ok = asyncio.run(run_demo(count, quiet=quiet, linger=linger))
     sys.exit(0 if ok else 1)
 
 

@@ -9,7 +9,8 @@ registry-style events (the packaged capture of a real registry, repeated with fr
 through the real HTTP ingest with :func:`~rxsinks._service.ingest.post_events`, the code of
 ``rxsinks send``. Progress bars and a live table of per-endpoint metrics show the flow; the
 end is a metrics summary and a check that every receiver got exactly the events it should,
-in order.
+in order. The relay's operator page (``/ui``) is printed with the demo's throwaway token;
+``linger`` keeps the relay running after the events arrived, so a newcomer can open it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
+import signal
 import tempfile
 import time
 import uuid
@@ -36,6 +39,7 @@ from .._exceptions import EnvelopeError
 from .config import parse_config
 from .ingest import post_events
 from .relay import Relay
+from .ui import page_url
 
 __all__ = ["FLAKY_SECONDS", "demo_events", "run_demo"]
 
@@ -206,17 +210,26 @@ class _Capture:
 
 
 async def run_demo(
-    events: int = 3000, *, quiet: bool = False, console: Console | None = None
+    events: int = 3000,
+    *,
+    quiet: bool = False,
+    console: Console | None = None,
+    linger: float = 0.0,
 ) -> bool:
     """Run the demo; return whether every receiver got exactly what it should.
 
     Args:
         events: how many events to send through the ingest.
-        quiet: print only the result line (no live view, no tables).
+        quiet: print only the result line (no live view, no tables), and the operator page's
+            address when lingering.
         console: where to print (a default :class:`rich.console.Console` when ``None``).
+        linger: seconds to keep the relay and its operator page running once the events
+            arrived (SIGINT ends it early).
     """
     if events < 1:
         raise ValueError(f"events must be at least 1, got {events}")
+    if not linger >= 0:
+        raise ValueError(f"linger must be 0 or more seconds, got {linger}")
     if console is None:
         console = Console()
         if not console.is_terminal and console.width < 100:
@@ -224,10 +237,12 @@ async def run_demo(
             console = Console(width=100)
     state_lines = _StateLines()
     with _Capture(state_lines):
-        return await _run(events, quiet, console, state_lines)
+        return await _run(events, quiet, console, state_lines, linger)
 
 
-async def _run(count: int, quiet: bool, console: Console, state_lines: _StateLines) -> bool:
+async def _run(
+    count: int, quiet: bool, console: Console, state_lines: _StateLines, linger: float = 0.0
+) -> bool:
     healthy = _Receiver("healthy")
     flaky = _Receiver("flaky", fail_for=FLAKY_SECONDS)
     no_pulls = _Receiver("no-pulls")
@@ -237,10 +252,12 @@ async def _run(count: int, quiet: bool, console: Console, state_lines: _StateLin
     relay: Relay | None = None
     # the default durable store, in a throwaway directory: the demo leaves nothing behind
     scratch = tempfile.TemporaryDirectory(prefix="rxsinks-demo-")
+    # a throwaway token: the operator page shows dead letters and replays only behind one
+    token = secrets.token_urlsafe(12)
     try:
         config = parse_config(
             {
-                "ingest": {"addr": "127.0.0.1:0", "grace": f"{_GRACE}s"},
+                "ingest": {"addr": "127.0.0.1:0", "grace": f"{_GRACE}s", "token": token},
                 "store": {"path": os.path.join(scratch.name, "rxsinks.db")},
                 "notifications": {
                     "endpoints": [
@@ -265,6 +282,12 @@ async def _run(count: int, quiet: bool, console: Console, state_lines: _StateLin
         )
         relay = Relay(config)
         await relay.start()
+        if not quiet or linger:
+            console.print(
+                f"operator page: {page_url(relay.url)} (log in with the token {token})",
+                highlight=False,
+                soft_wrap=True,
+            )
         batch = demo_events(count)
         all_ids = [event.id for event in batch]
         plans = {
@@ -276,7 +299,9 @@ async def _run(count: int, quiet: bool, console: Console, state_lines: _StateLin
                 "ignores pulls, 1 event per POST",
             ),
         }
-        await _send_and_watch(relay, batch, plans, quiet, console, state_lines)
+        await _send_and_watch(relay, batch, plans, quiet, console, state_lines, token)
+        if linger:
+            await _linger(linger, page_url(relay.url), console)
         report = await relay.stop(_GRACE)
         relay = None
         return _summary(count, plans, report.flushed, quiet, console, state_lines)
@@ -292,6 +317,24 @@ def _delivered(plans: dict[str, _Plan]) -> bool:
     return all(len(plan.receiver.ids) >= len(plan.expected) for plan in plans.values())
 
 
+async def _linger(seconds: float, url: str, console: Console) -> None:
+    """Keep everything running for ``seconds`` (the operator page stays open); SIGINT ends it."""
+    console.print(
+        f"the relay keeps running for {seconds:g} s: open {url} (Ctrl-C to stop now)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    loop.add_signal_handler(signal.SIGINT, done.set)
+    try:
+        await asyncio.wait_for(done.wait(), seconds)
+    except TimeoutError:
+        pass
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+
+
 async def _send_and_watch(
     relay: Relay,
     batch: list[Event],
@@ -299,6 +342,7 @@ async def _send_and_watch(
     quiet: bool,
     console: Console,
     state_lines: _StateLines,
+    token: str | None = None,
 ) -> None:
     progress = Progress(
         TextColumn("{task.description:<22}"),
@@ -321,7 +365,9 @@ async def _send_and_watch(
             progress.update(tasks[name], completed=len(plan.receiver.ids))
 
     async def deliver() -> None:
-        await post_events(relay.url, batch, batch=_SEND_BATCH, rate=_SEND_RATE, on_progress=advance)
+        await post_events(
+            relay.url, batch, token=token, batch=_SEND_BATCH, rate=_SEND_RATE, on_progress=advance
+        )
         deadline = time.monotonic() + _DELIVERY_DEADLINE
         while not _delivered(plans) and time.monotonic() < deadline:
             await watch()

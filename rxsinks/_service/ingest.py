@@ -36,6 +36,10 @@ Routes of :func:`ingest_app`:
     ``Content-Type: application/json``, which no HTML form can send. 409 when the relay has no
     durable store.
 
+``GET /ui``, ``GET /api/endpoints`` ...
+    The operator's page and its JSON API (:mod:`rxsinks._service.ui`): the token, or the
+    page's login.
+
 Connections are guarded (:class:`ConnectionGuard`): a request's head must arrive within
 ``ingest.header_timeout``, at most ``ingest.max_connections`` are open at once (an idle one, or
 one still sending its head, gives way to a newcomer), idle keep-alive connections close after
@@ -67,6 +71,7 @@ from .._exceptions import DeliveryError, EnvelopeError, SinkClosedError, StoreEr
 from .._http.sink import WebhookSink
 from .._redact import redact_text, redact_url
 from .._throttle import LogThrottle
+from .ui import setup_ui
 
 if TYPE_CHECKING:
     from .config import IngestConfig
@@ -736,6 +741,8 @@ def ingest_app(relay: Relay) -> web.Application:
     app.router.add_get("/debug/vars", ingest.debug_vars)
     app.router.add_get("/dead-letters", ingest.list_dead_letters)
     app.router.add_post("/dead-letters/replay", ingest.replay_dead_letters)
+    # the operator's page (/ui) and its JSON API (/api/...), behind the same token
+    setup_ui(app, relay, ingest, ingest._authorized)
     return app
 
 

@@ -37,8 +37,8 @@ import socket
 import ssl
 import time
 import uuid
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Collection, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 from reactivex import abc
@@ -72,6 +72,9 @@ from .config import (
     listens_beyond_loopback,
 )
 from .ingest import GUARD, GuardedSite, ingest_app, ingest_runner
+
+if TYPE_CHECKING:
+    from .._store.lease import LeaseManager
 
 __all__ = [
     "Relay",
@@ -550,6 +553,19 @@ class Relay:
         return tuple(self._live.get(endpoint.name, endpoint) for endpoint in self._built)
 
     @property
+    def leases(self) -> LeaseManager | None:
+        """With a Redis store, the lease manager deciding which instance delivers for which
+        endpoint (once started); otherwise ``None``."""
+        return cast("LeaseManager | None", self._leases)
+
+    @property
+    def memory_held(self) -> tuple[int, int] | None:
+        """With the memory store: the events and bytes of event JSON it holds now (bounded by
+        ``store.maxevents`` and ``store.maxsize``); with a durable store ``None``."""
+        budget = self._budget
+        return None if budget is None else (budget.events, budget.bytes)
+
+    @property
     def delivering(self) -> tuple[str, ...]:
         """Names of the endpoints this relay delivers for."""
         return tuple(name for name in (e.name for e in self._built) if name in self._live)
@@ -834,13 +850,24 @@ class Relay:
         records: list[DeadLetterRecord] = await self._durable_store().dead_letters(endpoint, since)
         return records
 
-    async def replay(self, endpoint: str | None = None, since: float | None = None) -> int:
+    async def replay(
+        self,
+        endpoint: str | None = None,
+        since: float | None = None,
+        *,
+        ids: Collection[int] | None = None,
+    ) -> int:
         """Put dead letters back on their endpoints' queues; returns how many.
+
+        Args:
+            endpoint: only this endpoint's.
+            since: only those given up since this unix time.
+            ids: only these (:attr:`~rxsinks.DeadLetterRecord.id`); unknown ids are skipped.
 
         Raises:
             RuntimeError: the relay has no durable store.
         """
-        replayed = await self._durable_store().replay(endpoint, since)
+        replayed = await self._durable_store().replay(endpoint, since, ids=ids)
         touched = {name for name, _ in replayed}
         for name, candidate in self._live.items():
             if name in touched:

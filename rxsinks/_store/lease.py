@@ -148,6 +148,27 @@ class LeaseManager:
         """Live instances counted in the last round (0 before the first one)."""
         return self._live
 
+    async def holders(self) -> tuple[list[str], dict[str, str | None]]:
+        """What Redis says now: the live instances' ids (sorted), and per endpoint the id of the
+        instance holding its lease (``None``: free). For display; read within one interval.
+
+        Raises:
+            RedisError, OSError, TimeoutError: Redis did not answer in time.
+        """
+        pattern = _glob_escape(f"{self.prefix}:instance:") + "*"
+        start = len(self._key("instance", ""))
+        async with asyncio.timeout(self._interval):
+            instances = sorted(
+                [_text(key)[start:] async for key in self._client.scan_iter(match=pattern)]
+            )
+            keys = [self._key("lease", name) for name in self.endpoints]
+            values = await self._client.mget(keys) if keys else []
+        holders = {
+            name: None if value is None else _text(value)
+            for name, value in zip(self.endpoints, values, strict=True)
+        }
+        return instances, holders
+
     def _key(self, kind: str, name: str) -> str:
         return f"{self.prefix}:{kind}:{name}"
 
@@ -287,6 +308,11 @@ class LeaseManager:
             log.exception("%s: %s(%r) failed", self.instance_id, what, name)
             return False
         return True
+
+
+def _text(value: object) -> str:
+    """A Redis reply as text (a client given to the manager may not decode replies)."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _glob_escape(text: str) -> str:

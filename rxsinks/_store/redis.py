@@ -139,10 +139,16 @@ end
 return moved
 """
 
-# KEYS: dlq, ep, rp, rpb. ARGV: after (dead-letter id), count, since ('' = no bound).
+# KEYS: dlq, ep, rp, rpb. ARGV: after (dead-letter id), count, since ('' = no bound), the
+# dead-letter ids to replay, comma-separated ('' = all).
 # Returns {last id scanned, entries scanned, {id, seq, id, seq...} replayed}.
 _REPLAY = """
 local since = tonumber(ARGV[3])
+local wanted = nil
+if ARGV[4] ~= '' then
+  wanted = {}
+  for id in string.gmatch(ARGV[4], '[^,]+') do wanted[id] = true end
+end
 local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])
 local out = {}
 local last = ARGV[1]
@@ -152,7 +158,7 @@ for _, entry in ipairs(entries) do
   local f = {}
   local fields = entry[2]
   for i = 1, #fields, 2 do f[fields[i]] = fields[i + 1] end
-  if since == nil or tonumber(f['time']) >= since then
+  if (since == nil or tonumber(f['time']) >= since) and (wanted == nil or wanted[last]) then
     local seq = f['seq']
     local sid = seq .. '-0'
     if #redis.call('XRANGE', KEYS[2], sid, sid) == 0 then
@@ -450,13 +456,21 @@ class RedisStore:
         return found[:limit]
 
     async def replay(
-        self, endpoint: str | None = None, since: float | None = None
+        self,
+        endpoint: str | None = None,
+        since: float | None = None,
+        *,
+        ids: Collection[int] | None = None,
     ) -> list[tuple[str, int]]:
         """Put dead letters back on their endpoints' queues at their original seqs; returns
-        (endpoint, seq) replayed, oldest dead letter first."""
+        (endpoint, seq) replayed, oldest dead letter first. ``ids`` (the records' ids) replays
+        only those of them; unknown ids are skipped."""
         client = self._redis()
         done: list[tuple[int, str, int]] = []
         bound = "" if since is None else repr(float(since))
+        wanted = "" if ids is None else ",".join(str(int(i)) for i in sorted(set(ids)))
+        if ids is not None and not wanted:
+            return []
         with self._errors("replay"):
             for name in await self._names(endpoint):
                 keys = [self._key("dlq", name), *self._endpoint_keys(name)]
@@ -464,7 +478,7 @@ class RedisStore:
                 while True:
                     # paged, so one script never holds Redis for a whole dead-letter stream
                     last, scanned, flat = await self._scripts["replay"](
-                        keys, [after, _PAGE, bound], client
+                        keys, [after, _PAGE, bound, wanted], client
                     )
                     done += [(int(flat[i]), name, int(flat[i + 1])) for i in range(0, len(flat), 2)]
                     if int(scanned) < _PAGE:

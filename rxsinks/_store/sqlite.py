@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import json
 import logging
 import os
 import queue as thread_queue
@@ -737,9 +738,18 @@ class SQLiteStore:
         return await self._call(select)
 
     async def replay(
-        self, endpoint: str | None = None, since: float | None = None
+        self,
+        endpoint: str | None = None,
+        since: float | None = None,
+        *,
+        ids: Collection[int] | None = None,
     ) -> list[tuple[str, int]]:
-        """Put dead letters back on their endpoints' queues; returns (endpoint, seq) replayed."""
+        """Put dead letters back on their endpoints' queues; returns (endpoint, seq) replayed.
+
+        ``ids`` (the records' :attr:`DeadLetterRecord.id`) replays only those of them that also
+        match ``endpoint`` and ``since``; unknown ids are skipped.
+        """
+        wanted = None if ids is None else json.dumps(sorted({int(i) for i in ids}))
 
         def move(db: sqlite3.Connection) -> list[tuple[str, int]]:
             query = "SELECT id, endpoint, seq FROM dead_letters WHERE 1=1"
@@ -750,6 +760,10 @@ class SQLiteStore:
             if since is not None:
                 query += " AND time >= ?"
                 args.append(since)
+            if wanted is not None:
+                # one JSON parameter, however many ids (no limit on bound parameters)
+                query += " AND id IN (SELECT value FROM json_each(?))"
+                args.append(wanted)
             rows = db.execute(query + " ORDER BY id", args).fetchall()
             db.executemany(
                 "INSERT OR IGNORE INTO deliveries (endpoint, seq) VALUES (?, ?)",
