@@ -34,9 +34,10 @@ from .._event import MEDIA_TYPE_V1, MEDIA_TYPE_V2, Event, decode_envelope, decod
 from .._exceptions import ConfigErrors, DeliveryError, EnvelopeError, StoreError
 from .._redact import redact_text, redact_url
 from .._store.protocol import Store
+from .build import build_endpoints, open_store
 from .config import LogConfig, RelayConfig, exposure_problems, load_config
 from .ingest import post_events
-from .relay import Relay, build_endpoints, open_store
+from .relay import Relay
 from .units import parse_duration
 
 __all__ = ["main"]

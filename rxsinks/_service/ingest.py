@@ -56,7 +56,7 @@ import math
 import resource
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -65,12 +65,14 @@ from aiohttp.web_protocol import RequestPayloadError
 from .._event import MEDIA_TYPE_V1, MEDIA_TYPE_V2, Event, decode_envelope
 from .._exceptions import DeliveryError, EnvelopeError, SinkClosedError, StoreError, StoreFullError
 from .._http.sink import WebhookSink
+from .._options import WebhookOptions
 from .._redact import redact_text, redact_url
 from .._throttle import LogThrottle
 
 if TYPE_CHECKING:
-    from .config import IngestConfig
-    from .relay import Relay
+    from .._endpoint import Endpoint
+    from .._store.sqlite import DeadLetterRecord
+    from .config import EndpointConfig, IngestConfig, RelayConfig
 
 __all__ = [
     "INGEST_MEDIA_TYPES",
@@ -78,6 +80,7 @@ __all__ = [
     "METRICS_CONTENT_TYPE",
     "ConnectionGuard",
     "GuardedSite",
+    "Relay",
     "ingest_app",
     "ingest_runner",
     "post_events",
@@ -93,6 +96,45 @@ METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 MAX_EVENT_ID: Final = 255
 """The longest event ``id`` accepted (the registry's are 36-character UUIDs)."""
+
+
+class Relay(Protocol):
+    """What the ingest needs of the relay behind it (:class:`rxsinks.Relay` is one).
+
+    The ingest only hands events over and reports; knowing no more of the relay than this keeps
+    the two modules apart (the relay builds its ingest, never the other way round).
+    """
+
+    @property
+    def config(self) -> RelayConfig:
+        """The configuration (its ``ingest`` section is the ingest's)."""
+
+    @property
+    def accepting(self) -> bool:
+        """Whether events are taken (``False`` while stopping)."""
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """The endpoints, for metrics."""
+
+    @property
+    def endpoint_configs(self) -> tuple[EndpointConfig, ...]:
+        """Their configurations, in the same order."""
+
+    async def accept(self, events: Sequence[Event], *, size: int | None = None) -> None:
+        """Take accepted events in; return once they are committed."""
+
+    async def dead_letters(
+        self, endpoint: str | None = None, since: float | None = None
+    ) -> list[DeadLetterRecord]:
+        """The dead letters kept in the store."""
+
+    async def replay(self, endpoint: str | None = None, since: float | None = None) -> int:
+        """Put dead letters back on their endpoints' queues; how many."""
+
+    async def store_problem(self) -> str | None:
+        """Why the store cannot write, or ``None``."""
+
 
 _UTF8 = frozenset({"utf-8", "utf8"})
 # the parameters of a replay request are a small JSON object
@@ -778,14 +820,10 @@ async def post_events(
     if rate is not None and rate <= 0:
         raise ValueError(f"rate must be a positive number of events per second, got {rate}")
     headers = {"Authorization": f"Bearer {token}"} if token else None
-    sink = WebhookSink(
-        url,
-        name="ingest",
-        headers=headers,
-        timeout=timeout,
-        content_type=content_type,
-        redirects="none",
+    options = WebhookOptions(
+        headers=headers, timeout=timeout, content_type=content_type, redirects="none"
     )
+    sink = WebhookSink(url, options, name="ingest")
     sent = 0
     loop = asyncio.get_running_loop()
     started = loop.time()
