@@ -231,6 +231,7 @@ class Endpoint(abc.ObserverBase[Event]):
         self._inlet: abc.ObserverBase[Any] | None = None
         self._closing = False
         self._finished_delivering = False
+        self._failure: Exception | None = None  # why the delivery stage ended, if it failed
         self._report: CloseReport | None = None
 
     def __repr__(self) -> str:
@@ -262,12 +263,21 @@ class Endpoint(abc.ObserverBase[Event]):
             stages.append(self._batch)
         stages.append(self._deliver)
         source.pipe(*stages).subscribe(_Outcomes(self), scheduler=self._scheduler)
+        if not inlet:
+            # the stage refused to start (a buffer that cannot serve these options): it has
+            # reported the error and completed, and no event can enter
+            raise ValueError(f"endpoint {self.name!r} cannot start: {self._failure}")
         self._inlet = inlet[0]
         return self._inlet
 
     def start(self) -> None:
         """Build the pipeline now (a durable endpoint starts on its backlog at once); otherwise
-        the first event does it. Needs a running event loop."""
+        the first event does it. Needs a running event loop.
+
+        Raises:
+            ValueError: the delivery stage cannot start with these options (its buffer refused
+                them); the endpoint is then closed.
+        """
         if self._inlet is None:
             self._start()
 
@@ -315,6 +325,8 @@ class Endpoint(abc.ObserverBase[Event]):
         if self._closing:
             return
         self._closing = True
+        if self._inlet is None and self._finished_delivering:
+            return  # the stage never started: nothing to flush
         (self._inlet or self._start()).on_completed()
 
     def dispose(self) -> None:
@@ -322,6 +334,8 @@ class Endpoint(abc.ObserverBase[Event]):
         queued is dead-lettered (a durable endpoint keeps it in its store); then the endpoint
         closes as :meth:`aclose` would."""
         self._closing = True
+        if self._inlet is None and self._finished_delivering:
+            return  # the stage never started: nothing to stop
         if self._inlet is None:
             self._start()
         self._deliver.abort(SINK_CLOSED)
@@ -370,6 +384,7 @@ class Endpoint(abc.ObserverBase[Event]):
     def _closed(self, error: Exception | None) -> None:
         """The delivery stage finished: release the webhook, then tell everyone."""
         self._finished_delivering = True
+        self._failure = error
         if error is not None:
             log.error("%s: delivery stage failed: %s", self.name, error)
 

@@ -460,3 +460,40 @@ async def test_a_delay_from_the_configuration_holds_new_events(
     assert len(receiver.events) == 1  # the new one waits for its second
     await eventually(lambda: len(receiver.events) == 2, "the new event, later")
     assert [event.target.tag for event in receiver.events] == ["old", "new"]
+
+
+async def test_concurrency_on_a_sqlite_store_starts_or_is_a_clear_config_problem(
+    tmp_path: Any, receiver: Receiver
+) -> None:
+    # the durable buffer learns per-key delivery separately; until it has, it refuses more than
+    # one block in flight: then the relay must say so at the endpoint's key path, no traceback
+    config = parse_config(
+        {
+            "ingest": {"addr": "127.0.0.1:0"},
+            "store": {"path": str(tmp_path / "events.db")},
+            "notifications": {
+                "endpoints": [
+                    {"name": "off", "url": receiver.url(), "disabled": True},
+                    {"name": "hooks", "url": receiver.url(), "concurrency": 4},
+                ]
+            },
+        }
+    )
+    relay = Relay(config)
+    try:
+        await relay.start()
+    except ConfigErrors as exc:
+        (problem,) = exc.problems
+        assert problem.path == "notifications.endpoints[1]"
+        assert "endpoint 'hooks' cannot start" in problem.detail
+        assert "concurrency" in problem.detail
+        assert relay.store is not None
+        await relay.store.close()
+        return
+    events = [push(f"team/{repo}", tag=str(n)) for n in range(3) for repo in "ab"]
+    await relay.accept(events)
+    await eventually(lambda: len(receiver.events) == 6, "every event")
+    await relay.stop(5)
+    for repo in "ab":
+        tags = [e.target.tag for e in receiver.events if e.target.repository == f"team/{repo}"]
+        assert tags == ["0", "1", "2"]

@@ -44,7 +44,7 @@ from reactivex import abc
 
 from .._endpoint import Endpoint
 from .._event import Event, encode_event
-from .._exceptions import SINK_CLOSED, StoreError, StoreFullError
+from .._exceptions import SINK_CLOSED, ConfigError, StoreError, StoreFullError
 from .._redact import redact_url
 from .._store.protocol import Store
 from .._store.sqlite import DeadLetterRecord
@@ -241,7 +241,7 @@ class Relay:
                 self._leases.start()
             else:
                 for endpoint in self._built:
-                    endpoint.start()  # resumes each endpoint's backlog from the store
+                    self._start_endpoint(endpoint)
             self._compactor = asyncio.ensure_future(self._compact_regularly())
         runner = ingest_runner(self.app, ingest, _HANDLER_SHUTDOWN)
         await runner.setup()
@@ -280,6 +280,17 @@ class Relay:
             ", ".join(endpoint.name for endpoint in self.endpoints) or "none",
             extra={"url": self.url},
         )
+
+    def _start_endpoint(self, endpoint: Endpoint) -> None:
+        """Start an endpoint on its backlog; options its store cannot serve are a problem of
+        the configuration, reported at the endpoint's key path."""
+        try:
+            endpoint.start()  # resumes the endpoint's backlog from the store
+        except ValueError as exc:
+            index = [cfg.name for cfg in self.config.endpoints].index(endpoint.name)
+            raise ConfigErrors(
+                [ConfigError(f"notifications.endpoints[{index}]", str(exc))]
+            ) from None
 
     async def accept(self, events: Sequence[Event], *, size: int | None = None) -> None:
         """Take accepted events in: the one place where events enter the relay.
