@@ -37,7 +37,7 @@ def make_events(count: int) -> list[Event]:
 
 async def run_endpoint(url: str, events: list[Event], batch: int) -> float:
     endpoint = rxsinks.Endpoint(
-        "bench", url, timeout=10.0, batch_max_events=batch, batch_max_delay=0.0
+        "bench", url, timeout=10.0, batch=rxsinks.Batching(max_events=batch)
     )
     start = time.perf_counter()
     for event in events:

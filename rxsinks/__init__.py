@@ -56,6 +56,18 @@ from ._exceptions import (
 from ._filter import EventFilter, filter_events, ignore, match
 from ._http.sink import Attempt, WebhookSink
 from ._metrics import EndpointMetrics, MetricsSnapshot
+from ._options import (
+    TLS,
+    Batching,
+    Delivery,
+    ExponentialWait,
+    Headers,
+    OptionError,
+    OptionTypeError,
+    Secret,
+    WebhookOptions,
+    exponential_wait,
+)
 from ._outcome import DeadLetter, Outcome, OutcomeKind
 from ._queue import Queue, queue
 from ._retry import RetryWithBreaker, retry_with_breaker
@@ -65,12 +77,11 @@ from ._sinks import CallbackSink, CollectingSink
 from ._store.durable import DurableQueue
 from ._store.sqlite import DeadLetterRecord, SQLiteStore
 from ._subject import CloseReport, EventSubject
+from ._version import __version__ as __version__
 
 if _typing.TYPE_CHECKING:
     from ._store.lease import LeaseManager
     from ._store.redis import RedisStore
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> _typing.Any:
@@ -91,8 +102,10 @@ __all__ = [
     "MEDIA_TYPE_V1",
     "MEDIA_TYPE_V2",
     "SINK_CLOSED",
+    "TLS",
     "Actor",
     "Attempt",
+    "Batching",
     "Breaker",
     "BreakerState",
     "Broadcast",
@@ -104,6 +117,7 @@ __all__ = [
     "DeadLetter",
     "DeadLetterRecord",
     "Deliver",
+    "Delivery",
     "DeliveryError",
     "DurableQueue",
     "Endpoint",
@@ -113,8 +127,12 @@ __all__ = [
     "Event",
     "EventFilter",
     "EventSubject",
+    "ExponentialWait",
+    "Headers",
     "LeaseManager",
     "MetricsSnapshot",
+    "OptionError",
+    "OptionTypeError",
     "Outcome",
     "OutcomeKind",
     "PermanentDeliveryError",
@@ -127,12 +145,14 @@ __all__ = [
     "RetryWithBreaker",
     "RxSinksError",
     "SQLiteStore",
+    "Secret",
     "SinkClosedError",
     "Source",
     "StoreError",
     "StoreFullError",
     "StoreLockedError",
     "Target",
+    "WebhookOptions",
     "WebhookSink",
     "WebhookStatusError",
     "batch",
@@ -142,6 +162,7 @@ __all__ = [
     "decode_ndjson",
     "deliver",
     "encode_envelope",
+    "exponential_wait",
     "filter_events",
     "ignore",
     "load_config",

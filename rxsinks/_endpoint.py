@@ -5,25 +5,35 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from reactivex import Observable, abc
 from reactivex.subject import AsyncSubject
 
-from ._batch import batch
-from ._breaker import Breaker
+from ._batch import batch as batch_operator
 from ._broadcast import Broadcast
 from ._deliver import Deliver, Sink, deliver
-from ._event import MEDIA_TYPE_V1, Event
+from ._event import Event, block_time
 from ._exceptions import SINK_CLOSED, EndpointDisabledError
 from ._filter import EventFilter, filter_events
 from ._http.sink import Attempt, WebhookSink
 from ._metrics import EndpointMetrics, MetricsSnapshot
+from ._options import (
+    DEFAULT_BACKOFF,
+    DEFAULT_THRESHOLD,
+    DEFAULT_TIMEOUT,
+    Batching,
+    Delivery,
+    Headers,
+    OptionError,
+    WebhookOptions,
+    registry_default,
+)
 from ._outcome import DeadLetter, Outcome, OutcomeKind
-from ._queue import Overflow, Queue
+from ._queue import Queue, call_hook
 from ._redact import redact_url
-from ._retry import Policy, RetryWithBreaker
+from ._retry import RetryWithBreaker
 from ._store.durable import DurableQueue
 from ._store.protocol import QueueStore
 from ._subject import CloseReport
@@ -32,10 +42,6 @@ __all__ = ["Endpoint"]
 
 log = logging.getLogger("rxsinks.endpoint")
 
-# the registry's defaults, applied when a value is missing or <= 0
-DEFAULT_TIMEOUT = 1.0
-DEFAULT_THRESHOLD = 10
-DEFAULT_BACKOFF = 1.0
 _RECENT_DEAD_LETTERS = 1000
 
 Block = tuple[Event, ...]
@@ -51,38 +57,36 @@ class Endpoint(abc.ObserverBase[Event]):
     :attr:`dead_letters` complete once the endpoint closed, and :attr:`drained` tells an
     :class:`~rxsinks.EventSubject` when the endpoint has delivered everything it accepted.
 
-    Defaults are the registry's: timeout 1 s, threshold 10, backoff 1 s (values <= 0 take the
-    default), one event per POST, unbounded queue, retry forever. Everything the registry's
-    users asked for is a keyword away: ``batch_max_events``/``batch_max_delay``, tenacity
-    ``stop``/``wait``/``retry`` policies with dead letters, ``permanent_statuses``,
-    ``secret`` (Standard Webhooks signatures), TLS options, a bounded queue, allow-lists and
-    repository patterns.
+    Defaults are the registry's: timeout 1 s, threshold 10, backoff 1 s, one event per POST,
+    one POST in flight, unbounded queue, retry forever. Everything else is an option object,
+    validated when it was built and shared with the relay's configuration:
+    :class:`~rxsinks.WebhookOptions` (headers, secret, TLS, redirects, permanent statuses...),
+    :func:`~rxsinks.retry_with_breaker` (breaker and tenacity policies),
+    :func:`~rxsinks.queue` (bound and overflow), :class:`~rxsinks.Batching`,
+    :class:`~rxsinks.Delivery` (concurrency, order, delay) and :class:`~rxsinks.EventFilter`.
+    The registry's own keys read as keywords too: ``timeout``, ``threshold``, ``backoff``,
+    ``headers``, ``ignore_actions``, ``ignore_media_types`` (a value <= 0 takes the registry's
+    default); giving one of them *and* the object it belongs to is an error, so no value
+    silently wins over another.
 
     Args:
         name: the endpoint's name (metrics label, log prefix).
         url: where to POST.
-        headers: extra headers; list values are appended (the registry's semantics).
-        timeout: seconds for a whole request.
-        threshold: consecutive failures before the breaker opens.
-        backoff: seconds between attempts while the breaker is open.
-        ignore_media_types: target media types never delivered.
-        ignore_actions: actions never delivered.
-        event_filter: a further :class:`~rxsinks.EventFilter` (allow-lists, repositories,
-            predicate) that events must pass too.
-        secret: ``whsec_...``: sign every request (Standard Webhooks).
-        batch_max_events: events per POST (1 = the registry's one event per POST).
-        batch_max_delay: seconds a partial block may wait for more events.
-        stop: tenacity stop strategy: give a block up (dead letter) when it says so.
-        wait: tenacity wait strategy: extra wait after each failed attempt.
-        retry: tenacity retry strategy: which errors are worth retrying.
-        queue_max_events: bound on queued events (``None``: unbounded).
-        overflow: what a full queue does (``"drop_oldest"``, ``"drop_newest"``, ``"error"``).
+        webhook: how to POST (default ``WebhookOptions()``).
+        retry: the retry policy (default ``retry_with_breaker(10, 1.0)``: the registry's breaker,
+            never gives up). A shared ``breaker=`` in it is used as it is.
+        queue: the in-memory buffer's bound, overflow policy and hooks (default unbounded). Its
+            hooks are called; the counters are the endpoint's (:attr:`pending`,
+            :meth:`metrics`). A durable endpoint's buffer is its store: give no queue then.
+        batch: events per POST and how long a partial block waits.
+        delivery: blocks in flight, their order, and a delay before delivery.
+        filter: an :class:`~rxsinks.EventFilter` (allow-lists, repositories, predicate) events
+            must pass too.
         sink: deliver with this sink instead of a webhook (tests, custom transports): a function
             taking a block (a tuple of events) that returns when it is delivered, raises when
             it is not, or returns an awaitable or an observable that completes or fails (the
             contract of :func:`~rxsinks.deliver`).
         dead_letters: observer or callable that also receives every :class:`DeadLetter`.
-        breaker: a shared :class:`~rxsinks.Breaker` instead of threshold/backoff.
         store: a durable store (SQLite, Redis): the endpoint's queue lives there, with at most
             ``store_window`` events in memory; it is fed with :meth:`on_stored` after the store
             committed the events (the relay does this), and resumes its backlog at start.
@@ -90,9 +94,18 @@ class Endpoint(abc.ObserverBase[Event]):
         poll_interval: set when other processes append to ``store`` too (Redis): the queue
             then reads every event from the store (see :class:`~rxsinks.DurableQueue`).
         scheduler: the clock for waits (tests); by default the running event loop.
-        webhook_options: further :class:`WebhookSink` keywords: ``content_type``,
-            ``secret_headers``, ``ca_file``, ``cert_file``, ``key_file``, ``verify_tls``,
-            ``redirects``, ``permanent_statuses``, ``retry_after_cap``.
+        timeout: shortcut for ``webhook=WebhookOptions(timeout=...)``.
+        threshold: shortcut for ``retry=retry_with_breaker(threshold, ...)``.
+        backoff: shortcut for ``retry=retry_with_breaker(..., backoff)``.
+        headers: shortcut for ``webhook=WebhookOptions(headers=...)``; list values are
+            appended (the registry's semantics).
+        ignore_actions: actions never delivered (the registry's ``ignore.actions``).
+        ignore_media_types: target media types never delivered (``ignore.mediatypes``).
+
+    Raises:
+        OptionError: a shortcut's value is wrong, or a shortcut and its object are both given.
+        TypeError: an option is not the object it should be.
+        ValueError: the URL is wrong, or ``queue`` is given with ``store``.
     """
 
     def __init__(
@@ -100,31 +113,24 @@ class Endpoint(abc.ObserverBase[Event]):
         name: str,
         url: str,
         *,
-        headers: Mapping[str, str | Sequence[str]] | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        threshold: int = DEFAULT_THRESHOLD,
-        backoff: float = DEFAULT_BACKOFF,
-        ignore_media_types: Iterable[str] = (),
-        ignore_actions: Iterable[str] = (),
-        event_filter: EventFilter | None = None,
-        secret: str | None = None,
-        batch_max_events: int = 1,
-        batch_max_delay: float = 0.0,
-        stop: Policy | None = None,
-        wait: Policy | None = None,
-        retry: Policy | None = None,
-        queue_max_events: int | None = None,
-        overflow: Overflow = "drop_oldest",
-        content_type: str = MEDIA_TYPE_V1,
-        permanent_statuses: Collection[int] = (),
+        webhook: WebhookOptions | None = None,
+        retry: RetryWithBreaker | None = None,
+        queue: Queue[Any] | None = None,
+        batch: Batching | None = None,
+        delivery: Delivery | None = None,
+        filter: EventFilter | None = None,
         sink: Sink[Block] | None = None,
         dead_letters: abc.ObserverBase[DeadLetter] | Callable[[DeadLetter], None] | None = None,
-        breaker: Breaker | None = None,
         store: QueueStore | None = None,
         store_window: int = 1024,
         poll_interval: float | None = None,
         scheduler: abc.SchedulerBase | None = None,
-        **webhook_options: Any,
+        timeout: float | None = None,
+        threshold: int | None = None,
+        backoff: float | None = None,
+        headers: Mapping[str, str | Sequence[str]] | None = None,
+        ignore_actions: Iterable[str] | None = None,
+        ignore_media_types: Iterable[str] | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"an endpoint needs a non-empty name, got {name!r}")
@@ -132,15 +138,26 @@ class Endpoint(abc.ObserverBase[Event]):
             raise TypeError(
                 f"sink must be a delivery function (see rxsinks.deliver), got {type(sink).__name__}"
             )
+        webhook = _webhook_options(webhook, timeout, headers)
+        retry = _retry_policy(retry, threshold, backoff)
+        batch = _option("batch", batch, Batching)
+        delivery = _option("delivery", delivery, Delivery)
+        if filter is not None and not isinstance(filter, EventFilter):
+            raise TypeError(f"filter must be an rxsinks.EventFilter, got {type(filter).__name__}")
+        if queue is not None and not isinstance(queue, Queue):
+            raise TypeError(f"queue must be made by rxsinks.queue(), got {type(queue).__name__}")
+        if queue is not None and store is not None:
+            raise ValueError(
+                f"endpoint {name!r}: a durable endpoint's buffer is its store; give no queue"
+            )
         self.name = name
         self._url = url
-        timeout = timeout if timeout and timeout > 0 else DEFAULT_TIMEOUT
-        threshold = threshold if threshold and threshold > 0 else DEFAULT_THRESHOLD
-        backoff = backoff if backoff and backoff > 0 else DEFAULT_BACKOFF
         self._ignore = EventFilter(
-            ignore_media_types=ignore_media_types, ignore_actions=ignore_actions
+            ignore_media_types=ignore_media_types or (), ignore_actions=ignore_actions or ()
         )
-        self._filter = event_filter
+        self._filter = filter
+        self.delivery = delivery
+        """How blocks are delivered (concurrency, order, delay)."""
         self.metrics_observer = EndpointMetrics()
         # the metrics hear of every outcome directly; the fan-outs serve subscribers, each
         # isolated from the others and from delivery (a raising subscriber is logged)
@@ -151,54 +168,71 @@ class Endpoint(abc.ObserverBase[Event]):
         self._recent_dead: deque[DeadLetter] = deque(maxlen=_RECENT_DEAD_LETTERS)
         if dead_letters is not None:
             self._dead_letters.subscribe(dead_letters)
-        self.breaker = breaker or Breaker(threshold, backoff)
+        # one breaker for the endpoint, whatever subscribes its stage: the receiver is one
+        # service, whichever key or block failed
+        self.breaker = retry.new_breaker()
         self._webhook: WebhookSink | None = None
         if sink is None:
             self._webhook = WebhookSink(
                 url,
+                webhook,
                 name=name,
-                headers=headers,
-                timeout=timeout,
-                content_type=content_type,
-                secret=secret,
-                permanent_statuses=permanent_statuses,
                 on_attempt=self._attempted,
-                **webhook_options,
+                # one connection per block in flight: no request waits for a pooled connection
+                connections=delivery.concurrency,
             )
             sink = self._webhook.deliver
         self._durable: DurableQueue | None = None
+        self._hooks = queue or _UNBOUNDED  # whose on_ingress/on_egress are called too
         buffer: Queue[Block] | DurableQueue
         if store is not None:
             buffer = self._durable = DurableQueue(
                 store,
                 name,
-                block_size=batch_max_events,
-                window=max(store_window, batch_max_events),
+                block_size=batch.max_events,
+                window=max(store_window, batch.max_events),
                 on_ingress=self.metrics_observer.accepted,
                 on_egress=self.metrics_observer.finished,
                 poll_interval=poll_interval,
-                max_delay=max(batch_max_delay, 0.0),
+                max_delay=batch.max_delay,
             )
         else:
+            given = self._hooks
             buffer = Queue(
-                max_events=queue_max_events,
-                overflow=overflow,
+                max_events=given.max_events,
+                overflow=given.overflow,
                 on_ingress=self._ingress,
                 on_egress=self._egress,
+                on_drop=given.on_drop,
+                weigh=given.weigh,
             )
         self._deliver: Deliver[Any, Block] = deliver(
             sink,
             queue=buffer,
-            retry=RetryWithBreaker(breaker=self.breaker, stop=stop, wait=wait, retry=retry),
+            retry=RetryWithBreaker(
+                retry.threshold,
+                retry.backoff,
+                breaker=self.breaker,
+                stop=retry.stop,
+                wait=retry.wait,
+                retry=retry.retry,
+                scheduler=retry.scheduler,
+            ),
+            concurrency=delivery.concurrency,
+            key=delivery.key(),
+            delay=delivery.delay,
+            # only a delay reads the events' time (it costs a look at every block)
+            timestamp=block_time if delivery.delay else None,
             endpoint=name,
             scheduler=scheduler,
         )
         # with no delay given, a partial block still goes at the end of the loop turn
-        self._batch = batch(batch_max_events, max(batch_max_delay, 0.0), scheduler=scheduler)
+        self._batch = batch_operator(batch.max_events, batch.max_delay, scheduler=scheduler)
         self._scheduler = scheduler
         self._inlet: abc.ObserverBase[Any] | None = None
         self._closing = False
         self._finished_delivering = False
+        self._failure: Exception | None = None  # why the delivery stage ended, if it failed
         self._report: CloseReport | None = None
 
     def __repr__(self) -> str:
@@ -230,12 +264,21 @@ class Endpoint(abc.ObserverBase[Event]):
             stages.append(self._batch)
         stages.append(self._deliver)
         source.pipe(*stages).subscribe(_Outcomes(self), scheduler=self._scheduler)
+        if not inlet:
+            # the stage refused to start (a buffer that cannot serve these options): it has
+            # reported the error and completed, and no event can enter
+            raise ValueError(f"endpoint {self.name!r} cannot start: {self._failure}")
         self._inlet = inlet[0]
         return self._inlet
 
     def start(self) -> None:
         """Build the pipeline now (a durable endpoint starts on its backlog at once); otherwise
-        the first event does it. Needs a running event loop."""
+        the first event does it. Needs a running event loop.
+
+        Raises:
+            ValueError: the delivery stage cannot start with these options (its buffer refused
+                them); the endpoint is then closed.
+        """
         if self._inlet is None:
             self._start()
 
@@ -283,6 +326,8 @@ class Endpoint(abc.ObserverBase[Event]):
         if self._closing:
             return
         self._closing = True
+        if self._inlet is None and self._finished_delivering:
+            return  # the stage never started: nothing to flush
         (self._inlet or self._start()).on_completed()
 
     def dispose(self) -> None:
@@ -290,6 +335,8 @@ class Endpoint(abc.ObserverBase[Event]):
         queued is dead-lettered (a durable endpoint keeps it in its store); then the endpoint
         closes as :meth:`aclose` would."""
         self._closing = True
+        if self._inlet is None and self._finished_delivering:
+            return  # the stage never started: nothing to stop
         if self._inlet is None:
             self._start()
         self._deliver.abort(SINK_CLOSED)
@@ -338,6 +385,7 @@ class Endpoint(abc.ObserverBase[Event]):
     def _closed(self, error: Exception | None) -> None:
         """The delivery stage finished: release the webhook, then tell everyone."""
         self._finished_delivering = True
+        self._failure = error
         if error is not None:
             log.error("%s: delivery stage failed: %s", self.name, error)
 
@@ -404,9 +452,13 @@ class Endpoint(abc.ObserverBase[Event]):
 
     def _ingress(self, block: Block) -> None:
         self.metrics_observer.accepted(len(block))
+        if self._hooks.on_ingress is not None:
+            call_hook(self._hooks.on_ingress, block)
 
     def _egress(self, block: Block) -> None:
         self.metrics_observer.finished(len(block))
+        if self._hooks.on_egress is not None:
+            call_hook(self._hooks.on_egress, block)
 
     def _attempted(self, attempt: Attempt) -> None:
         self._attempts.on_next(attempt)
@@ -434,6 +486,64 @@ class Endpoint(abc.ObserverBase[Event]):
     def _publish(self, outcome: Outcome) -> None:
         self.metrics_observer.on_next(outcome)
         self._outcomes.on_next(outcome)
+
+
+_UNBOUNDED: Queue[Any] = Queue()
+_T = TypeVar("_T", Batching, Delivery)
+
+
+def _option(argument: str, value: _T | None, kind: type[_T]) -> _T:
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        raise TypeError(
+            f"{argument} must be an rxsinks.{kind.__name__}, got {type(value).__name__}"
+        )
+    return value
+
+
+def _both(shortcut: str, option: str) -> OptionError:
+    return OptionError(
+        shortcut, f"given both as a keyword and in {option}=: give it in one place only"
+    )
+
+
+def _webhook_options(
+    webhook: WebhookOptions | None,
+    timeout: float | None,
+    headers: Mapping[str, str | Sequence[str]] | None,
+) -> WebhookOptions:
+    if webhook is None:
+        return WebhookOptions(
+            headers=Headers(headers),
+            timeout=registry_default(timeout, DEFAULT_TIMEOUT),
+        )
+    if not isinstance(webhook, WebhookOptions):
+        raise TypeError(f"webhook must be an rxsinks.WebhookOptions, got {type(webhook).__name__}")
+    if timeout is not None:
+        raise _both("timeout", "webhook")
+    if headers is not None:
+        raise _both("headers", "webhook")
+    return webhook
+
+
+def _retry_policy(
+    retry: RetryWithBreaker | None, threshold: int | None, backoff: float | None
+) -> RetryWithBreaker:
+    if retry is None:
+        return RetryWithBreaker(
+            int(registry_default(threshold, DEFAULT_THRESHOLD)),
+            registry_default(backoff, DEFAULT_BACKOFF),
+        )
+    if not isinstance(retry, RetryWithBreaker):
+        raise TypeError(
+            f"retry must be made by rxsinks.retry_with_breaker(), got {type(retry).__name__}"
+        )
+    if threshold is not None:
+        raise _both("threshold", "retry")
+    if backoff is not None:
+        raise _both("backoff", "retry")
+    return retry
 
 
 class _Outcomes(abc.ObserverBase[Outcome]):

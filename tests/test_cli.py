@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from rxsinks._event import MEDIA_TYPE_V1, encode_envelope, sample_events
 from rxsinks._service.cli import main
@@ -119,20 +119,43 @@ def test_check_config_lists_every_problem_one_per_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
-def test_check_config_reports_an_endpoint_that_cannot_be_built(tmp_path: Path) -> None:
-    path = tmp_path / "clash.yml"
-    path.write_text(
-        "notifications:\n"
-        "  endpoints:\n"
-        "    - name: a\n"
-        "      url: http://127.0.0.1:9/a\n"
-        f"      secret: {SECRET}\n"
-        "      headers: {webhook-signature: [x]}\n"
-    )
-    result = CliRunner().invoke(main, ["check-config", str(path)])
+def check_one_endpoint(tmp_path: Path, *keys: str, store: str = "") -> Result:
+    """Run ``check-config`` on a file with one endpoint ``a`` and these extra YAML lines."""
+    path = tmp_path / "rxsinks.yml"
+    lines = [store, "notifications:", "  endpoints:", "    - name: a"]
+    lines += ["      url: http://127.0.0.1:9/a", *(f"      {key}" for key in keys)]
+    path.write_text("\n".join(lines) + "\n")
+    return CliRunner().invoke(main, ["check-config", str(path)])
+
+
+def test_check_config_reports_a_clash_at_its_key_path(tmp_path: Path) -> None:
+    result = check_one_endpoint(tmp_path, f"secret: {SECRET}", "headers: {webhook-signature: [x]}")
     assert result.exit_code == 2
     (line,) = result.stderr.splitlines()
-    assert line.startswith("notifications.endpoints[0]: endpoint 'a' cannot be built")
+    assert line == (
+        "notifications.endpoints[0].headers: 'webhook-signature' is set by the signature (secret)"
+    )
+
+
+def test_check_config_reports_a_secret_too_short_to_sign_with(tmp_path: Path) -> None:
+    # an 8-byte key: base64 and whsec_ are right, the length is not
+    result = check_one_endpoint(tmp_path, "secret: whsec_c2hvcnRrZXk=")
+    assert result.exit_code == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("notifications.endpoints[0].secret: the key is 8 bytes")
+    assert "Traceback" not in result.output
+
+
+def test_check_config_shows_the_delivery_keys(tmp_path: Path) -> None:
+    keys = ("concurrency: 16", "orderby: /target/digest", "delay: 2s")
+    result = check_one_endpoint(tmp_path, *keys, store="store: {kind: memory}")
+    assert result.exit_code == 0, result.output
+    (endpoint,) = yaml.safe_load(result.stdout)["endpoints"]
+    assert endpoint["delivery"] == {"concurrency": 16, "order_by": "/target/digest", "delay": 2.0}
+    # the registry's behaviour by default: one POST in flight, no delay
+    result = check_one_endpoint(tmp_path, store="store: {kind: memory}")
+    (endpoint,) = yaml.safe_load(result.stdout)["endpoints"]
+    assert endpoint["delivery"] == {"concurrency": 1, "order_by": "repository", "delay": 0.0}
 
 
 @pytest.mark.parametrize("command", ["check-config", "serve"])

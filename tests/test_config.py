@@ -10,9 +10,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from rxsinks._event import MEDIA_TYPE_V1, MEDIA_TYPE_V2
 from rxsinks._exceptions import ConfigError, RxSinksError
+from rxsinks._filter import EventFilter
+from rxsinks._options import (
+    TLS,
+    Batching,
+    Delivery,
+    Headers,
+    Secret,
+    WebhookOptions,
+    exponential_wait,
+)
 from rxsinks._service.config import (
     REDACTED,
     ConfigErrors,
@@ -128,29 +139,25 @@ def test_registry_config_loads_unchanged(tmp_path: Path, caplog: pytest.LogCaptu
     assert config.include_references is True
     assert [e.name for e in config.endpoints] == ["alistener", "defaults", "retired"]
     first, second, third = config.endpoints
-    assert first == EndpointConfig(
-        name="alistener",
-        url="https://my.listener.com/event",
-        headers={"Authorization": ("Bearer <your token>",)},
-        timeout=0.5,
-        threshold=5,
-        backoff=1.0,
-        # the two registry lists merged, in order, without the duplicate
-        ignore_media_types=(
-            "application/octet-stream",
-            "application/vnd.oci.image.config.v1+json",
-        ),
-        ignore_actions=("pull",),
+    assert (first.name, first.url) == ("alistener", "https://my.listener.com/event")
+    assert first.webhook.headers == Headers({"Authorization": "Bearer <your token>"})
+    assert (first.webhook.timeout, first.retry.threshold, first.retry.backoff) == (0.5, 5, 1.0)
+    # the two registry lists merged, without the duplicate
+    assert first.ignore == EventFilter(
+        ignore_media_types=["application/octet-stream", "application/vnd.oci.image.config.v1+json"],
+        ignore_actions=["pull"],
     )
+    assert first.filter is None
     # registry defaults: missing or <= 0 means timeout 1s, threshold 10, backoff 1s
-    assert (second.timeout, second.threshold, second.backoff) == (1.0, 10, 1.0)
+    assert (second.webhook.timeout, second.retry.threshold, second.retry.backoff) == (1.0, 10, 1.0)
     # and the registry's behaviour for everything rxsinks adds
-    assert second.content_type == MEDIA_TYPE_V1
-    assert second.batch_max_events == 1
-    assert second.retry_max_attempts == 0
-    assert second.queue_max_events == 0
-    assert second.permanent_statuses == ()
-    assert second.secret is None
+    assert second.webhook == WebhookOptions()
+    assert second.batch == Batching(max_events=1)
+    assert second.delivery == Delivery(concurrency=1, delay=0.0)
+    assert (second.retry.stop, second.retry.wait) == (None, None)
+    assert (second.queue.max_events, second.queue.overflow) == (None, "drop_oldest")
+    assert second.webhook.permanent_statuses == frozenset()
+    assert second.webhook.secret is None
     assert third.disabled is True
     assert config.enabled_endpoints == (first, second)
 
@@ -169,13 +176,13 @@ def test_registry_config_loads_unchanged(tmp_path: Path, caplog: pytest.LogCaptu
 def test_registry_defaults_for_non_positive_values() -> None:
     config = parse_config(endpoint(timeout="-5s", threshold=0, backoff=-1))
     hook = config.endpoints[0]
-    assert (hook.timeout, hook.threshold, hook.backoff) == (1.0, 10, 1.0)
+    assert (hook.webhook.timeout, hook.retry.threshold, hook.retry.backoff) == (1.0, 10, 1.0)
 
 
 def test_bare_integers_are_nanoseconds_like_the_registry() -> None:
     hook = parse_config(endpoint(timeout=1_500_000_000, backoff=250_000_000)).endpoints[0]
-    assert hook.timeout == 1.5
-    assert hook.backoff == 0.25
+    assert hook.webhook.timeout == 1.5
+    assert hook.retry.backoff == 0.25
 
 
 def test_minimal_config_has_every_default() -> None:
@@ -194,9 +201,7 @@ def test_empty_file_means_defaults(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- rxsinks' extensions
 
 
-def test_every_extension_key(tmp_path: Path) -> None:
-    for name in ("ca.pem", "client.pem", "client.key"):
-        (tmp_path / name).write_text("-----BEGIN-----\n", encoding="utf-8")
+def test_every_extension_key(tmp_path: Path, tls_files: dict[str, str]) -> None:
     path = write(
         tmp_path,
         f"""\
@@ -217,6 +222,9 @@ def test_every_extension_key(tmp_path: Path) -> None:
               secretheaders: [X-Api-Key]
               contenttype: v2
               batch: {{maxevents: 100, maxdelay: 200ms}}
+              concurrency: 8
+              orderby: /target/digest
+              delay: 1m
               retry:
                 maxattempts: 7
                 maxage: 1h
@@ -225,9 +233,8 @@ def test_every_extension_key(tmp_path: Path) -> None:
               retryaftercap: 5m
               redirects: none
               tls:
-                cafile: {tmp_path}/ca.pem
-                certfile: {tmp_path}/client.pem
-                keyfile: {tmp_path}/client.key
+                certfile: {tls_files["cert"]}
+                keyfile: {tls_files["key"]}
                 insecureskipverify: true
               queue: {{maxevents: 5000, overflow: dropnewest}}
               match:
@@ -245,39 +252,52 @@ def test_every_extension_key(tmp_path: Path) -> None:
     assert config.store == StoreConfig(kind="sqlite", path=f"{tmp_path}/events.db", url=None)
     assert config.log == LogConfig(level="warning", format="json")
     (alpha,) = config.endpoints
-    assert alpha == EndpointConfig(
-        name="alpha",
-        url="https://hooks.example.com/a",
-        headers={
-            "Authorization": ("Bearer x",),
-            "X-Api-Key": ("k1", "k2"),
-            "X-Plain": ("one",),
-        },
-        timeout=2.0,
-        threshold=10,
-        backoff=1.0,
-        secret=SECRET,
-        secret_headers=("X-Api-Key",),
-        content_type=MEDIA_TYPE_V2,
-        batch_max_events=100,
-        batch_max_delay=0.2,
-        retry_max_attempts=7,
-        retry_max_age=3600.0,
-        retry_exponential=(2.0, 0.5, 60.0),
-        permanent_statuses=(400, 404, 422),
-        retry_after_cap=300.0,
-        redirects="none",
-        tls_ca_file=f"{tmp_path}/ca.pem",
-        tls_cert_file=f"{tmp_path}/client.pem",
-        tls_key_file=f"{tmp_path}/client.key",
-        tls_verify=False,
-        queue_max_events=5000,
-        queue_overflow="drop_newest",
-        match_actions=("push", "delete"),
-        match_media_types=("application/vnd.oci.image.manifest.v1+json",),
-        match_repositories=("library/*", "team/**"),
-        exclude_repositories=("library/scratch",),
+    assert (alpha.name, alpha.url, alpha.disabled) == (
+        "alpha",
+        "https://hooks.example.com/a",
+        False,
     )
+    assert alpha.webhook == WebhookOptions(
+        headers=Headers(
+            {"Authorization": "Bearer x", "X-Api-Key": ["k1", "k2"], "X-Plain": "one"},
+            secret=["X-Api-Key"],
+        ),
+        timeout=2.0,
+        content_type=MEDIA_TYPE_V2,
+        secret=SECRET,
+        tls=TLS(cert_file=tls_files["cert"], key_file=tls_files["key"], verify=False),
+        redirects="none",
+        permanent_statuses=[400, 404, 422],
+        retry_after_cap=300.0,
+    )
+    assert alpha.batch == Batching(max_events=100, max_delay=0.2)
+    assert alpha.delivery == Delivery(concurrency=8, order_by="/target/digest", delay=60.0)
+    assert (alpha.retry.threshold, alpha.retry.backoff) == (10, 1.0)
+    assert alpha.retry.wait == exponential_wait(2.0, 0.5, 60.0)
+    assert alpha.redacted()["retry"] == {
+        "max_attempts": 7,
+        "max_age": 3600.0,
+        "exponential": {"base": 2.0, "factor": 0.5, "max": 60.0},
+    }
+    assert (alpha.queue.max_events, alpha.queue.overflow) == (5000, "drop_newest")
+    assert alpha.filter == EventFilter(
+        actions=["push", "delete"],
+        media_types=["application/vnd.oci.image.manifest.v1+json"],
+        repositories=["library/*", "team/**"],
+        exclude_repositories=["library/scratch"],
+    )
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> dict[str, str]:
+    """A CA bundle and a client certificate with its key, as PEM files."""
+    ca = trustme.CA()
+    client = ca.issue_cert("client@example.org")
+    files = {"ca": tmp_path / "ca.pem", "cert": tmp_path / "client.pem", "key": tmp_path / "k.pem"}
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    client.cert_chain_pems[0].write_to_path(str(files["cert"]))
+    client.private_key_pem.write_to_path(str(files["key"]))
+    return {name: str(path) for name, path in files.items()}
 
 
 @pytest.mark.parametrize(
@@ -293,7 +313,7 @@ def test_every_extension_key(tmp_path: Path) -> None:
     ],
 )
 def test_content_type(given: str, expected: str) -> None:
-    assert parse_config(endpoint(contenttype=given)).endpoints[0].content_type == expected
+    assert parse_config(endpoint(contenttype=given)).endpoints[0].webhook.content_type == expected
 
 
 @pytest.mark.parametrize(
@@ -308,7 +328,7 @@ def test_content_type(given: str, expected: str) -> None:
 )
 def test_exponential_backoff(given: object, expected: tuple[float, float, float] | None) -> None:
     hook = parse_config(endpoint(retry={"exponential": given})).endpoints[0]
-    assert hook.retry_exponential == expected
+    assert hook.retry.wait == (None if expected is None else exponential_wait(*expected))
 
 
 @pytest.mark.parametrize(
@@ -323,7 +343,7 @@ def test_exponential_backoff(given: object, expected: tuple[float, float, float]
 )
 def test_queue_overflow_spellings(spelling: str, overflow: str) -> None:
     hook = parse_config(endpoint(queue={"overflow": spelling})).endpoints[0]
-    assert hook.queue_overflow == overflow
+    assert hook.queue.overflow == overflow
 
 
 @pytest.mark.parametrize(
@@ -379,22 +399,21 @@ def test_single_values_count_as_lists() -> None:
     hook = parse_config(
         endpoint(headers={"X-One": "a"}, ignore={"actions": "pull"}, permanentstatuses=410)
     ).endpoints[0]
-    assert hook.headers == {"X-One": ("a",)}
-    assert hook.ignore_actions == ("pull",)
-    assert hook.permanent_statuses == (410,)
+    assert hook.webhook.headers.items == (("X-One", "a"),)
+    assert hook.ignore.ignore_actions == {"pull"}
+    assert hook.webhook.permanent_statuses == {410}
 
 
 def test_unknown_ignore_action_is_a_note_not_an_error() -> None:
     # the registry accepts any string there; it simply never matches
     config = parse_config(endpoint(ignore={"actions": ["Pull"]}))
-    assert config.endpoints[0].ignore_actions == ("Pull",)
+    assert config.endpoints[0].ignore.ignore_actions == {"Pull"}
     assert any("ignore.actions[0]" in note and "never match" in note for note in config.notes)
 
 
 def test_disabled_endpoint_tls_files_are_not_checked() -> None:
     config = parse_config(endpoint(disabled=True, tls={"cafile": "/nowhere/ca.pem"}))
     assert config.endpoints[0].disabled is True
-    assert config.endpoints[0].tls_ca_file == "/nowhere/ca.pem"
     assert config.enabled_endpoints == ()
 
 
@@ -422,11 +441,11 @@ def test_keys_are_case_insensitive() -> None:
     config = parse_config(data)
     hook = config.endpoints[0]
     assert config.include_references is True
-    assert hook.ignore_media_types == ("a/b", "c/d")
-    assert hook.ignore_actions == ("pull",)
-    assert hook.timeout == 2.0
-    assert hook.batch_max_events == 3
-    assert hook.tls_verify is False
+    assert hook.ignore.ignore_media_types == {"a/b", "c/d"}
+    assert hook.ignore.ignore_actions == {"pull"}
+    assert hook.webhook.timeout == 2.0
+    assert hook.batch.max_events == 3
+    assert hook.webhook.tls.verify is False
     assert config.ingest.max_body == 1024
 
 
@@ -472,7 +491,7 @@ def test_yaml_merge_keys_still_work(tmp_path: Path) -> None:
         """,
     )
     config = load_config(path)
-    assert [(e.name, e.timeout) for e in config.endpoints] == [("a", 2.0), ("b", 2.0)]
+    assert [(e.name, e.webhook.timeout) for e in config.endpoints] == [("a", 2.0), ("b", 2.0)]
 
 
 # --------------------------------------------------------------------------- interpolation
@@ -508,10 +527,14 @@ def test_environment_interpolation() -> None:
     assert (config.ingest.host, config.ingest.port) == ("127.0.0.1", 7000)
     assert hook.name == "n-abc"
     assert hook.url == "https://hooks.example.com/x"
-    assert hook.headers == {"Authorization": ("Bearer abc",), "X-Price": ("$5 and $x",)}
-    assert hook.threshold == 3
-    assert hook.timeout == 0.25
-    assert hook.secret == SECRET  # ":-" also replaces a variable that is set but empty
+    assert hook.webhook.headers.items == (
+        ("Authorization", "Bearer abc"),
+        ("X-Price", "$5 and $x"),
+    )
+    assert hook.retry.threshold == 3
+    assert hook.webhook.timeout == 0.25
+    # ":-" also replaces a variable that is set but empty
+    assert hook.webhook.secret == Secret(SECRET)
     assert hook.disabled is False
 
 
@@ -651,12 +674,12 @@ def test_malformed_references(text: str, fragment: str) -> None:
         (
             endpoint(headers={"Bad Name": ["x"]}),
             "notifications.endpoints[0].headers",
-            "expected a header name",
+            "'Bad Name' is not a valid header name",
         ),
         (
             endpoint(headers={"X": ["a\r\nInjected: 1"]}),
-            "notifications.endpoints[0].headers.X[0]",
-            "line breaks",
+            "notifications.endpoints[0].headers",
+            "'X': a header value may not contain line breaks",
         ),
         (
             endpoint(headers={"X": [{"a": 1}]}),
@@ -701,22 +724,22 @@ def test_malformed_references(text: str, fragment: str) -> None:
         (
             endpoint(secret="s3cr3t"),
             "notifications.endpoints[0].secret",
-            "whsec_ followed by base64",
+            "expected whsec_ followed by the base64 of the key",
         ),
         (
             endpoint(secret="whsec_!!not-base64!!"),
             "notifications.endpoints[0].secret",
-            "whsec_ followed by base64",
+            "the text after 'whsec_' is not valid base64",
         ),
         (
             endpoint(secret="whsec_"),
             "notifications.endpoints[0].secret",
-            "whsec_ followed by base64",
+            "the key is 0 bytes",
         ),
         (
             endpoint(secretheaders=["X Key"]),
-            "notifications.endpoints[0].secretheaders[0]",
-            "expected a header name",
+            "notifications.endpoints[0].secretheaders",
+            "'X Key' is not a valid header name",
         ),
         (
             endpoint(contenttype="json"),
@@ -726,12 +749,12 @@ def test_malformed_references(text: str, fragment: str) -> None:
         (
             endpoint(batch={"maxevents": 0}),
             "notifications.endpoints[0].batch.maxevents",
-            "expected an integer >= 1, got 0",
+            "expected an int >= 1, got 0",
         ),
         (
             endpoint(batch={"maxdelay": "-1s"}),
             "notifications.endpoints[0].batch.maxdelay",
-            "expected a duration >= 0s",
+            "expected a finite number of seconds >= 0, got -1.0",
         ),
         (
             endpoint(batch=5),
@@ -756,7 +779,7 @@ def test_malformed_references(text: str, fragment: str) -> None:
         (
             endpoint(retry={"exponential": {"max": "0s"}}),
             "notifications.endpoints[0].retry.exponential.max",
-            "expected a duration > 0s",
+            "must be at least base (1s), got 0s",
         ),
         (
             endpoint(retry={"exponential": {"bse": "1s"}}),
@@ -770,13 +793,13 @@ def test_malformed_references(text: str, fragment: str) -> None:
         ),
         (
             endpoint(permanentstatuses=[200]),
-            "notifications.endpoints[0].permanentstatuses[0]",
-            "expected an HTTP status from 400 to 599, got 200",
+            "notifications.endpoints[0].permanentstatuses",
+            "200 is not a failure status (expected 300..599",
         ),
         (
             endpoint(permanentstatuses=[404, 600]),
-            "notifications.endpoints[0].permanentstatuses[1]",
-            "got 600",
+            "notifications.endpoints[0].permanentstatuses",
+            "600 is not a failure status",
         ),
         (
             endpoint(permanentstatuses=["x"]),
@@ -786,22 +809,22 @@ def test_malformed_references(text: str, fragment: str) -> None:
         (
             endpoint(retryaftercap="-5m"),
             "notifications.endpoints[0].retryaftercap",
-            "expected a duration >= 0s",
+            "expected a finite number of seconds >= 0, got -300.0",
         ),
         (
             endpoint(redirects="always"),
             "notifications.endpoints[0].redirects",
-            "expected one of none, safe, got 'always'",
+            "expected 'safe' or 'none', got 'always'",
         ),
         (
             endpoint(tls={"cafile": "/no/such/ca.pem"}),
             "notifications.endpoints[0].tls.cafile",
-            "file not found: '/no/such/ca.pem'",
+            "'/no/such/ca.pem': no such file",
         ),
         (
             endpoint(tls={"certfile": "/"}),
             "notifications.endpoints[0].tls.certfile",
-            "not a file: '/'",
+            "'/': not a regular file",
         ),
         (
             endpoint(tls={"insecureskipverify": "nah"}),
@@ -834,6 +857,41 @@ def test_malformed_references(text: str, fragment: str) -> None:
             "expected a string, got a list",
         ),
         (endpoint(**{"7": 1}), "notifications.endpoints[0].7", "unknown key"),
+        (
+            endpoint(concurrency=0),
+            "notifications.endpoints[0].concurrency",
+            "expected an int >= 1, got 0",
+        ),
+        (
+            endpoint(concurrency="many"),
+            "notifications.endpoints[0].concurrency",
+            "expected an integer, got 'many'",
+        ),
+        (
+            endpoint(orderby="tag"),
+            "notifications.endpoints[0].orderby",
+            "expected repository, none or a JSON pointer like /target/digest, got 'tag'",
+        ),
+        (
+            endpoint(orderby="/target/~2"),
+            "notifications.endpoints[0].orderby",
+            "in a JSON pointer '~' is written ~0",
+        ),
+        (
+            endpoint(delay="soon"),
+            "notifications.endpoints[0].delay",
+            "expected a Go duration",
+        ),
+        (
+            endpoint(delay="-1s"),
+            "notifications.endpoints[0].delay",
+            "expected a finite number of seconds >= 0",
+        ),
+        (
+            endpoint(url="https://u:p@h/", headers={"Authorization": ["Bearer x"]}),
+            "notifications.endpoints[0].url",
+            "carries credentials (user info) and headers has Authorization: keep one",
+        ),
         ({"notifications": {7: 1}}, "notifications", "keys must be names, got 7"),
     ],
 )
@@ -848,7 +906,9 @@ def test_keyfile_needs_certfile(tmp_path: Path) -> None:
     key.write_text("key\n", encoding="utf-8")
     problems = problems_of(endpoint(tls={"keyfile": str(key)}))
     assert problems == {
-        "notifications.endpoints[0].tls.certfile": "required when tls.keyfile is set"
+        "notifications.endpoints[0].tls.keyfile": (
+            "given without cert_file: give the certificate too"
+        )
     }
 
 
@@ -905,7 +965,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         "notifications.endpoints[0].timeout",
         "notifications.endpoints[1].url",
         "notifications.endpoints[1].secret",
-        "notifications.endpoints[1].permanentstatuses[0]",
+        "notifications.endpoints[1].permanentstatuses",
         "notifications.endpoints[2].name",
         "log.level",
     ]
@@ -1005,9 +1065,11 @@ def test_redacted_dump_hides_every_secret() -> None:
         "store": {"url": "redis://:pw-hunter2@127.0.0.1:6379/0"},
         "notifications": {
             "endpoints": [
+                # credentials in the URL: they cannot go with an Authorization header too
+                {"name": "beta", "url": "https://user:pw-hunter3@hooks.example.com/a?x=1"},
                 {
                     "name": "alpha",
-                    "url": "https://user:pw-hunter3@hooks.example.com/a?x=1",
+                    "url": "https://hooks.example.com/a?x=1",
                     "secret": SECRET,
                     "secretheaders": ["x-api-key"],
                     "headers": {
@@ -1016,7 +1078,7 @@ def test_redacted_dump_hides_every_secret() -> None:
                         "Cookie": ["session=hunter7"],
                         "X-Trace": ["visible"],
                     },
-                }
+                },
             ]
         },
     }
@@ -1026,7 +1088,7 @@ def test_redacted_dump_hides_every_secret() -> None:
     for secret in ("hunter", SECRET, SECRET.removeprefix("whsec_")):
         assert secret not in text
         assert secret not in repr(config)
-    hook = dump["endpoints"][0]
+    beta, hook = dump["endpoints"]
     assert hook["secret"] == REDACTED
     assert hook["headers"] == {
         "Authorization": [REDACTED, REDACTED],
@@ -1035,7 +1097,8 @@ def test_redacted_dump_hides_every_secret() -> None:
         "X-Trace": ["visible"],
     }
     # user info and query values hidden, user names too (a token is often the user name)
-    assert hook["url"] == "https://***@hooks.example.com/a?x=***"
+    assert beta["url"] == "https://***@hooks.example.com/a?x=***"
+    assert hook["url"] == "https://hooks.example.com/a?x=***"
     assert dump["ingest"]["token"] == REDACTED
     assert dump["store"]["url"] == "redis://***@127.0.0.1:6379/0"
     # everything else is the effective configuration
@@ -1044,7 +1107,7 @@ def test_redacted_dump_hides_every_secret() -> None:
     assert hook["ignore_media_types"] == []
     assert dump["include_references"] is False
     # and the configuration itself still holds the real values
-    assert config.endpoints[0].secret == SECRET
+    assert config.endpoints[1].webhook.secret == Secret(SECRET)
     assert config.ingest.token == "tok-hunter1"
 
 
@@ -1052,7 +1115,7 @@ def test_redacted_keeps_absent_secrets_absent() -> None:
     dump = parse_config(endpoint(retry={"exponential": True})).redacted()
     assert dump["ingest"]["token"] is None
     assert dump["endpoints"][0]["secret"] is None
-    assert dump["endpoints"][0]["retry_exponential"] == {"base": 1.0, "factor": 1.0, "max": 20.0}
+    assert dump["endpoints"][0]["retry"]["exponential"] == {"base": 1.0, "factor": 1.0, "max": 20.0}
 
 
 @pytest.mark.parametrize(
@@ -1067,11 +1130,13 @@ def test_redacted_keeps_absent_secrets_absent() -> None:
     ],
 )
 def test_is_secret_header(name: str, secret: bool) -> None:
-    hook = EndpointConfig("a", "http://h/", secret_headers=("X-Api-Key",))
-    assert hook.is_secret_header(name) is secret
+    hook = parse_config(endpoint(secretheaders=["X-Api-Key"])).endpoints[0]
+    assert hook.webhook.headers.is_secret(name) is secret
 
 
 def test_configs_are_frozen() -> None:
     hook = EndpointConfig("a", "http://h/")
     with pytest.raises(AttributeError):
-        hook.timeout = 5.0  # type: ignore[misc]
+        hook.url = "http://elsewhere/"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        hook.webhook.timeout = 5.0  # type: ignore[misc]

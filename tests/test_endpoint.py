@@ -7,12 +7,15 @@ on the gaps between requests (a backoff may be late on a slow machine, never ear
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
+import re
+from pathlib import Path
 
-import aiohttp
 import pytest
+import reactivex
 from reactivex import abc
+from reactivex import operators as ops
+from reactivex.testing import TestScheduler
 from tenacity.stop import stop_after_attempt
 
 import rxsinks
@@ -35,6 +38,7 @@ from tests.endpoint_fixtures import (
     refused_url,
     start_hook,
 )
+from tests.webhooks import open_sessions
 
 __all__ = ["start_hook"]  # the fixture, re-exported for pytest
 
@@ -94,7 +98,9 @@ async def test_on_next_directly_returns_before_delivery(start_hook: StartHook) -
 
 async def test_metrics_count_events_per_attempt_and_skip_ignored(start_hook: StartHook) -> None:
     hook = await start_hook(500, 500)  # the block fails twice, then succeeds
-    endpoint = rxsinks.Endpoint("hooks", hook.url, ignore_actions=["pull"], batch_max_events=3)
+    endpoint = rxsinks.Endpoint(
+        "hooks", hook.url, ignore_actions=["pull"], batch=rxsinks.Batching(max_events=3)
+    )
     pushes, pulls = make_events(3, "push"), make_events(4, "pull")
     for event in (pulls[0], pushes[0], pulls[1], pushes[1], pulls[2], pushes[2], pulls[3]):
         endpoint.on_next(event)
@@ -117,7 +123,10 @@ async def test_metrics_count_events_per_attempt_and_skip_ignored(start_hook: Sta
 
 async def test_transport_errors_count_as_errors_without_a_status() -> None:
     endpoint = rxsinks.Endpoint(
-        "down", refused_url(), threshold=10, stop=stop_after_attempt(3), timeout=2.0
+        "down",
+        refused_url(),
+        retry=rxsinks.retry_with_breaker(10, stop=stop_after_attempt(3)),
+        timeout=2.0,
     )
     letters = letters_of(endpoint)
     endpoint.on_next(make_events(1)[0])
@@ -286,7 +295,9 @@ async def test_410_gone_disables_the_endpoint(start_hook: StartHook) -> None:
 
 async def test_a_permanent_status_is_dead_lettered_at_once(start_hook: StartHook) -> None:
     hook = await start_hook(422)
-    endpoint = rxsinks.Endpoint("hooks", hook.url, permanent_statuses=[422])
+    endpoint = rxsinks.Endpoint(
+        "hooks", hook.url, webhook=rxsinks.WebhookOptions(permanent_statuses=[422])
+    )
     letters = letters_of(endpoint)
     events = make_events(2)
     for event in events:
@@ -306,7 +317,9 @@ async def test_a_permanent_status_is_dead_lettered_at_once(start_hook: StartHook
 
 async def test_a_tenacity_stop_gives_up_and_the_stream_goes_on(start_hook: StartHook) -> None:
     hook = await start_hook(500, 500, 500)
-    endpoint = rxsinks.Endpoint("hooks", hook.url, stop=stop_after_attempt(3))
+    endpoint = rxsinks.Endpoint(
+        "hooks", hook.url, retry=rxsinks.retry_with_breaker(stop=stop_after_attempt(3))
+    )
     letters = letters_of(endpoint)
     events = make_events(3)
     for event in events:
@@ -330,7 +343,12 @@ async def test_a_tenacity_stop_gives_up_and_the_stream_goes_on(start_hook: Start
 
 async def test_batches_of_ten_signed_and_verified(start_hook: StartHook) -> None:
     hook = await start_hook(secret=SECRET)
-    endpoint = rxsinks.Endpoint("hooks", hook.url, batch_max_events=10, secret=SECRET)
+    endpoint = rxsinks.Endpoint(
+        "hooks",
+        hook.url,
+        batch=rxsinks.Batching(max_events=10),
+        webhook=rxsinks.WebhookOptions(secret=SECRET),
+    )
     events = make_events(100)
     for event in events:
         endpoint.on_next(event)
@@ -354,7 +372,11 @@ async def test_batches_of_ten_signed_and_verified(start_hook: StartHook) -> None
 async def test_outcomes_stream_tells_a_user_observer_everything(start_hook: StartHook) -> None:
     hook = await start_hook(500, 500, 200, 422)
     endpoint = rxsinks.Endpoint(
-        "hooks", hook.url, threshold=2, backoff=0.02, permanent_statuses=[422]
+        "hooks",
+        hook.url,
+        threshold=2,
+        backoff=0.02,
+        webhook=rxsinks.WebhookOptions(permanent_statuses=[422]),
     )
     seen: list[tuple[str, int | None, int]] = []
 
@@ -398,8 +420,7 @@ async def test_a_bounded_queue_drops_the_oldest_during_an_outage() -> None:
         refused_url(),
         threshold=1,
         backoff=10.0,
-        queue_max_events=5,
-        overflow="drop_oldest",
+        queue=rxsinks.queue(max_events=5, overflow="drop_oldest"),
     )
     outcomes = record(endpoint)
     letters = letters_of(endpoint)
@@ -420,7 +441,11 @@ async def test_a_bounded_queue_drops_the_oldest_during_an_outage() -> None:
 
 async def test_overflow_error_raises_to_a_direct_writer() -> None:
     endpoint = rxsinks.Endpoint(
-        "dead", refused_url(), threshold=1, backoff=10.0, queue_max_events=5, overflow="error"
+        "dead",
+        refused_url(),
+        threshold=1,
+        backoff=10.0,
+        queue=rxsinks.queue(max_events=5, overflow="error"),
     )
     events = make_events(6)
     for event in events[:5]:
@@ -437,7 +462,11 @@ async def test_overflow_error_through_a_subject_is_logged_not_raised(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     endpoint = rxsinks.Endpoint(
-        "dead", refused_url(), threshold=1, backoff=10.0, queue_max_events=5, overflow="error"
+        "dead",
+        refused_url(),
+        threshold=1,
+        backoff=10.0,
+        queue=rxsinks.queue(max_events=5, overflow="error"),
     )
     subject = rxsinks.EventSubject()
     subject.subscribe(endpoint)
@@ -470,16 +499,6 @@ async def test_close_is_idempotent_and_writes_after_it_fail(start_hook: StartHoo
     assert hook.delivered == [event.id]
 
 
-def open_sessions() -> set[int]:
-    """Ids of the aiohttp client sessions alive and not closed."""
-    gc.collect()
-    return {
-        id(obj)
-        for obj in gc.get_objects()
-        if isinstance(obj, aiohttp.ClientSession) and not obj.closed
-    }
-
-
 async def test_aclose_with_a_timeout_releases_everything_on_a_dead_endpoint() -> None:
     before = open_sessions()
     endpoint = rxsinks.Endpoint("dead", refused_url(), threshold=2, backoff=0.02)
@@ -498,3 +517,134 @@ async def test_aclose_with_a_timeout_releases_everything_on_a_dead_endpoint() ->
     await asyncio.sleep(0.1)  # five backoffs: a retry timer left behind would try again
     assert endpoint.metrics().errors == attempts
     assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+
+
+# -- option objects ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("keywords", "argument"),
+    [
+        ({"timeout": 2.0, "webhook": rxsinks.WebhookOptions()}, "timeout"),
+        ({"headers": {"X-A": "1"}, "webhook": rxsinks.WebhookOptions()}, "headers"),
+        ({"threshold": 3, "retry": rxsinks.retry_with_breaker()}, "threshold"),
+        ({"backoff": 2.0, "retry": rxsinks.retry_with_breaker()}, "backoff"),
+    ],
+)
+def test_a_shortcut_and_its_object_together_are_refused(
+    keywords: dict[str, object], argument: str
+) -> None:
+    with pytest.raises(rxsinks.OptionError) as info:
+        rxsinks.Endpoint("hooks", "http://127.0.0.1:9/", **keywords)  # type: ignore[arg-type]
+    assert info.value.argument == argument
+    assert "give it in one place only" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("keywords", "fragment"),
+    [
+        ({"webhook": {"timeout": 2}}, "webhook must be an rxsinks.WebhookOptions"),
+        ({"batch": 10}, "batch must be an rxsinks.Batching"),
+        ({"delivery": 4}, "delivery must be an rxsinks.Delivery"),
+        ({"queue": 100}, "queue must be made by rxsinks.queue()"),
+        ({"retry": 3}, "retry must be made by rxsinks.retry_with_breaker()"),
+        ({"filter": ["library/*"]}, "filter must be an rxsinks.EventFilter"),
+    ],
+)
+def test_an_option_of_the_wrong_kind_is_named(keywords: dict[str, object], fragment: str) -> None:
+    with pytest.raises(TypeError, match=re.escape(fragment)):
+        rxsinks.Endpoint("hooks", "http://127.0.0.1:9/", **keywords)  # type: ignore[arg-type]
+
+
+def test_registry_shortcuts_take_the_registry_defaults_for_non_positive_values() -> None:
+    endpoint = rxsinks.Endpoint("hooks", "http://127.0.0.1:9/", timeout=0, threshold=-1)
+    assert endpoint.breaker is not None
+    assert endpoint.breaker.threshold == 10
+    assert endpoint._webhook is not None and endpoint._webhook.options.timeout == 1.0
+
+
+async def test_the_queue_given_bounds_the_buffer_and_its_hooks_are_called() -> None:
+    taken: list[int] = []
+    dropped: list[int] = []
+    endpoint = rxsinks.Endpoint(
+        "dead",
+        refused_url(),
+        threshold=1,
+        backoff=10.0,
+        queue=rxsinks.queue(
+            max_events=2,
+            overflow="drop_newest",
+            on_ingress=lambda block: taken.append(len(block)),
+            on_drop=lambda block: dropped.append(len(block)),
+        ),
+    )
+    for item in make_events(5):
+        endpoint.on_next(item)
+    await eventually(lambda: len(dropped) >= 1, "a drop")
+    assert endpoint.metrics().dropped == len(dropped)
+    assert len(taken) == 5 - len(dropped)  # the endpoint's metrics and the user's hook agree
+    assert endpoint.metrics().events == len(taken)
+    await endpoint.aclose(timeout=0.05)
+
+
+def test_a_durable_endpoint_takes_no_queue(tmp_path: Path) -> None:
+    store = rxsinks.SQLiteStore(str(tmp_path / "events.db"))
+    with pytest.raises(ValueError, match="buffer is its store; give no queue"):
+        rxsinks.Endpoint("a", "http://127.0.0.1:9/", store=store, queue=rxsinks.queue())
+
+
+def push(repository: str, tag: str) -> rxsinks.Event:
+    return rxsinks.Event.new("push", target={"repository": repository, "tag": tag})
+
+
+def test_concurrent_delivery_keeps_each_repository_in_order() -> None:
+    scheduler = TestScheduler()
+    started: list[tuple[float, str]] = []
+
+    def slow(block: tuple[rxsinks.Event, ...]) -> reactivex.Observable[object]:
+        # each POST takes one (virtual) second
+        started.append((scheduler.clock, f"{block[0].target.repository}:{block[0].target.tag}"))
+        return reactivex.timer(1.0, scheduler=scheduler).pipe(ops.ignore_elements())
+
+    endpoint = rxsinks.Endpoint(
+        "hooks",
+        "http://127.0.0.1:9/",
+        sink=slow,
+        delivery=rxsinks.Delivery(concurrency=4),
+        scheduler=scheduler,
+    )
+    for item in (push("a", "1"), push("a", "2"), push("b", "1"), push("c", "1"), push("a", "3")):
+        endpoint.on_next(item)
+    scheduler.advance_to(10.0)
+    # b and c go beside a; a's later events wait for the earlier ones, in order
+    assert started == [
+        (0.0, "a:1"),
+        (0.0, "b:1"),
+        (0.0, "c:1"),
+        (1.0, "a:2"),
+        (2.0, "a:3"),
+    ]
+    assert endpoint.metrics().successes == 5
+
+
+def test_a_delay_holds_each_block_from_its_event_time() -> None:
+    scheduler = TestScheduler()
+    delivered: list[tuple[float, str]] = []
+    endpoint = rxsinks.Endpoint(
+        "hooks",
+        "http://127.0.0.1:9/",
+        sink=lambda block: delivered.append((scheduler.clock, block[0].target.tag)),
+        delivery=rxsinks.Delivery(delay=30.0),
+        scheduler=scheduler,
+    )
+    # (no timestamp: its arrival counts, so the test does not depend on the wall clock)
+    fresh = rxsinks.Event.from_dict({"id": "1", "action": "push", "target": {"tag": "fresh"}})
+    old = rxsinks.Event.from_dict(
+        {"id": "2", "timestamp": "2001-01-01T00:00:00Z", "action": "push", "target": {"tag": "old"}}
+    )
+    endpoint.on_next(fresh)  # goes 30 s after it arrived
+    endpoint.on_next(old)  # its 30 s are long over, but blocks keep their order
+    scheduler.advance_to(29.0)
+    assert delivered == []
+    scheduler.advance_to(40.0)
+    assert delivered == [(30.0, "fresh"), (30.0, "old")]

@@ -39,6 +39,7 @@ from rxsinks._exceptions import (
 )
 from rxsinks._http.signing import message_id
 from rxsinks._http.sink import MAX_RETRY_AFTER, WebhookSink, parse_retry_after
+from rxsinks._options import TLS, WebhookOptions
 from rxsinks._redact import redact_text, redact_url
 from rxsinks._service.config import IngestConfig, exposure_problems, parse_config
 from rxsinks._service.relay import Relay
@@ -187,7 +188,7 @@ async def test_a_single_attempt_with_a_poison_id_is_sent_with_a_hashed_webhook_i
     start_hook: StartHook,
 ) -> None:
     hook = await start_hook(secret=SECRET)
-    sink = WebhookSink(hook.url, secret=SECRET)
+    sink = WebhookSink(hook.url, WebhookOptions(secret=SECRET))
     try:
         attempt = await sink.send([Event.from_dict({"id": "a\nb", "action": "push"})])
     finally:
@@ -558,7 +559,7 @@ async def test_a_huge_retry_after_is_capped_and_the_status_kept(
     answering: Callable[..., Awaitable[str]], value: str
 ) -> None:
     url = await answering(503, {"Retry-After": value})
-    sink = WebhookSink(url, retry_after_cap=300.0)
+    sink = WebhookSink(url, WebhookOptions(retry_after_cap=300.0))
     try:
         with pytest.raises(WebhookStatusError) as info:
             await sink.send([Event.new("push")])
@@ -573,7 +574,9 @@ async def test_a_huge_retry_after_counts_as_a_503_in_the_metrics(
 ) -> None:
     url = await answering(503, {"Retry-After": "1" + "0" * 400})
     subject = rxsinks.EventSubject()
-    endpoint = rxsinks.Endpoint("hooks", url, stop=stop_after_attempt(1))
+    endpoint = rxsinks.Endpoint(
+        "hooks", url, retry=rxsinks.retry_with_breaker(stop=stop_after_attempt(1))
+    )
     subject.subscribe(endpoint)
     subject.on_next(Event.new("push"))
     await eventually(lambda: endpoint.metrics().dead_letters == 1, "the dead letter")
@@ -600,7 +603,7 @@ async def test_a_compressed_answer_is_not_inflated(
     app = web.Application()
     app.router.add_post("/hook", handle)
     server = await aiohttp_server(app)
-    sink = WebhookSink(str(server.make_url("/hook")), timeout=10)
+    sink = WebhookSink(str(server.make_url("/hook")), WebhookOptions(timeout=10))
     tracemalloc.start()
     try:
         with pytest.raises(WebhookStatusError) as info:
@@ -639,7 +642,7 @@ async def test_a_huge_answer_body_is_not_read_to_its_end(
     app = web.Application()
     app.router.add_post("/hook", handle)
     server = await aiohttp_server(app)
-    sink = WebhookSink(str(server.make_url("/hook")), timeout=30)
+    sink = WebhookSink(str(server.make_url("/hook")), WebhookOptions(timeout=30))
     try:
         attempt = await sink.send([Event.new("push")])
     finally:
@@ -901,7 +904,7 @@ async def test_an_https_to_http_redirect_is_refused(
     cleartext = await make_receiver()
     secure = await make_receiver(ssl=context)
     url = secure.url(status=307, location=cleartext.url())
-    sink = WebhookSink(url, ca_file=str(ca_file), secret=SECRET)
+    sink = WebhookSink(url, WebhookOptions(tls=TLS(ca_file=str(ca_file)), secret=SECRET))
     try:
         with pytest.raises(WebhookStatusError) as info:
             await sink.send([Event.new("push")])

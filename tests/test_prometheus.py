@@ -77,7 +77,9 @@ async def test_exposition_of_live_endpoints(start_hook: StartHook) -> None:
     gone = await start_hook(410)
     alpha = rxsinks.Endpoint("alpha", flaky.url, threshold=1, backoff=0.02)
     beta = rxsinks.Endpoint("beta", gone.url)
-    gamma = rxsinks.Endpoint("gamma", refused_url(), threshold=1, backoff=10.0, queue_max_events=2)
+    gamma = rxsinks.Endpoint(
+        "gamma", refused_url(), threshold=1, backoff=10.0, queue=rxsinks.queue(max_events=2)
+    )
     subject = rxsinks.EventSubject()
     for endpoint in (alpha, beta, gamma):
         subject.subscribe(endpoint)

@@ -294,7 +294,13 @@ async def test_durable_endpoint_over_redis_delivers_after_an_outage_in_order(
     store = RedisStore(redis_url)
     await store.open()
     down = rxsinks.Endpoint(
-        "a", url, threshold=1, backoff=0.05, store=store, store_window=64, batch_max_events=20
+        "a",
+        url,
+        threshold=1,
+        backoff=0.05,
+        store=store,
+        store_window=64,
+        batch=rxsinks.Batching(max_events=20),
     )
     down.start()
     for i in range(0, 300, 50):
@@ -318,7 +324,9 @@ async def test_durable_endpoint_over_redis_delivers_after_an_outage_in_order(
     store = RedisStore(redis_url)
     await store.open()
     try:
-        again = rxsinks.Endpoint("a", url, store=store, store_window=64, batch_max_events=20)
+        again = rxsinks.Endpoint(
+            "a", url, store=store, store_window=64, batch=rxsinks.Batching(max_events=20)
+        )
         again.start()
         live = events(5, "live")
         for seq, event in zip(await store.append(live, [["a"]] * 5), live, strict=True):
@@ -343,7 +351,9 @@ async def test_durable_endpoint_dead_letters_into_redis_and_replay_delivers_them
     store = RedisStore(redis_url)
     await store.open()
     try:
-        endpoint = rxsinks.Endpoint("a", url, store=store, permanent_statuses=[422])
+        endpoint = rxsinks.Endpoint(
+            "a", url, store=store, webhook=rxsinks.WebhookOptions(permanent_statuses=[422])
+        )
         endpoint.start()
         batch = events(3)
         for seq, event in zip(await store.append(batch, [["a"]] * 3), batch, strict=True):
@@ -394,7 +404,7 @@ async def test_a_replay_by_another_process_reaches_the_running_holder(
             "a",
             str(server.make_url("/hook")),
             store=holder_store,
-            permanent_statuses=[422],
+            webhook=rxsinks.WebhookOptions(permanent_statuses=[422]),
             poll_interval=0.02,
         )
         endpoint.start()

@@ -295,7 +295,13 @@ async def test_durable_endpoint_resumes_after_restart_in_order(
     store = SQLiteStore(tmp_path / "s.db")
     await store.open()
     down = rxsinks.Endpoint(
-        "a", url, threshold=1, backoff=0.05, store=store, store_window=64, batch_max_events=20
+        "a",
+        url,
+        threshold=1,
+        backoff=0.05,
+        store=store,
+        store_window=64,
+        batch=rxsinks.Batching(max_events=20),
     )
     down.start()
     for i in range(0, 500, 50):
@@ -317,7 +323,9 @@ async def test_durable_endpoint_resumes_after_restart_in_order(
     store = SQLiteStore(tmp_path / "s.db")
     await store.open()
     try:
-        again = rxsinks.Endpoint("a", url, store=store, store_window=64, batch_max_events=20)
+        again = rxsinks.Endpoint(
+            "a", url, store=store, store_window=64, batch=rxsinks.Batching(max_events=20)
+        )
         again.start()
         live = events(5, "live")
         for seq, event in zip(await store.append(live, [["a"]] * 5), live, strict=True):
@@ -363,7 +371,9 @@ async def test_durable_endpoint_waits_max_delay_to_fill_a_block(
     store = SQLiteStore(tmp_path / "s.db")
     await store.open()
     try:
-        endpoint = rxsinks.Endpoint("a", url, store=store, batch_max_events=5, batch_max_delay=2.0)
+        endpoint = rxsinks.Endpoint(
+            "a", url, store=store, batch=rxsinks.Batching(max_events=5, max_delay=2.0)
+        )
         endpoint.start()
         trickle = events(8, "t")
         for event in trickle[:3]:  # three, a little apart: one partial block
@@ -398,7 +408,7 @@ async def test_a_backlog_from_before_the_start_does_not_wait_for_more(
         backlog = events(3, "old")
         await store.append(backlog, [["a"]] * 3)
         endpoint = rxsinks.Endpoint(
-            "a", url, store=store, batch_max_events=10, batch_max_delay=30.0
+            "a", url, store=store, batch=rxsinks.Batching(max_events=10, max_delay=30.0)
         )
         endpoint.start()
         await within(5, lambda: bool(posts))  # far less than the 30 s a waiting block takes
@@ -429,7 +439,10 @@ async def test_durable_endpoint_dead_letters_into_the_store(
     await store.open()
     try:
         endpoint = rxsinks.Endpoint(
-            "a", str(server.make_url("/hook")), store=store, permanent_statuses=[422]
+            "a",
+            str(server.make_url("/hook")),
+            store=store,
+            webhook=rxsinks.WebhookOptions(permanent_statuses=[422]),
         )
         endpoint.start()
         batch = events(3)

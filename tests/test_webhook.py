@@ -1,4 +1,4 @@
-"""The webhook sink against real aiohttp servers on 127.0.0.1 (REFERENCE.md section 6)."""
+"""The webhook sink against real aiohttp servers on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 import socket
 import ssl
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -29,11 +29,11 @@ from rxsinks._exceptions import (
     PermanentDeliveryError,
     WebhookStatusError,
 )
-from rxsinks._http import sink as _webhook
 from rxsinks._http.sink import MAX_REDIRECTS, Attempt, WebhookSink, parse_retry_after
 from rxsinks._retry import retry_with_breaker
 from rxsinks._sinks import CallbackSink
 from tests.conftest import MakeReceiver, Receiver
+from tests.webhooks import open_sessions, webhook_sink
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 # A host name that cannot resolve and never leaves the machine: at 312 characters it is over
@@ -84,13 +84,14 @@ async def make_sink(make_receiver: MakeReceiver) -> AsyncIterator[MakeSink]:
     sinks: list[WebhookSink] = []
 
     def make(url: str, **options: Any) -> WebhookSink:
-        sink = WebhookSink(url, **options)
+        sink = webhook_sink(url, **options)
         sinks.append(sink)
         return sink
 
     yield make
     for sink in sinks:
         await sink.aclose()
+        assert not sink._transport.open  # its connection pool is closed
 
 
 async def settle(sink: WebhookSink, block: Any) -> BaseException | None:
@@ -465,7 +466,7 @@ async def test_credentials_never_appear_in_repr_logs_or_errors(
 
 def test_credentials_in_the_url_and_an_authorization_header_clash() -> None:
     with pytest.raises(ValueError, match="keep one"):
-        WebhookSink("http://u:p@127.0.0.1/", headers={"Authorization": "Bearer x"})
+        webhook_sink("http://u:p@127.0.0.1/", headers={"Authorization": "Bearer x"})
 
 
 # --------------------------------------------------------------------------- connections
@@ -481,22 +482,32 @@ async def test_sequential_posts_reuse_one_connection(
     assert receiver.connections == 1
 
 
-async def test_sinks_on_one_loop_share_the_session_until_the_last_closes(
+async def test_each_sink_has_its_own_pool_of_keep_alive_connections(
     receiver: Receiver,
 ) -> None:
-    loop = asyncio.get_running_loop()
     first, second = WebhookSink(receiver.url()), WebhookSink(receiver.url(path="/other"))
-    await first.send(make_events(1))
-    await second.send(make_events(1))
-    await first.send(make_events(1))
-    assert receiver.connections == 1
-    shared = _webhook._sessions[loop]
-    assert shared.users == 2
+    for _ in range(3):
+        await first.send(make_events(1))
+        await second.send(make_events(1))
+    # one connection per sink, each kept alive across its three POSTs: no sharing, no reconnect
+    assert receiver.connections == 2
+    first_connections = {id(r.connection) for r in receiver.requests if r.path == "/hook"}
+    second_connections = {id(r.connection) for r in receiver.requests if r.path == "/other"}
+    assert len(first_connections) == len(second_connections) == 1
+    assert first_connections != second_connections
     await first.aclose()
-    assert not shared.session.closed
+    await second.send(make_events(1))  # closing one sink leaves the other's pool alone
     await second.aclose()
-    assert shared.session.closed
-    assert loop not in _webhook._sessions
+    assert len(receiver.requests) == 7
+
+
+async def test_a_pool_is_sized_to_the_connections_given(receiver: Receiver) -> None:
+    sink = WebhookSink(receiver.url(delay=0.2), connections=2)
+    assert sink.connections == 2
+    await asyncio.gather(*(sink.send(make_events(1)) for _ in range(4)))
+    # four POSTs at once through a pool of two: never more than two connections opened
+    assert receiver.connections == 2
+    await sink.aclose()
 
 
 async def test_close_is_idempotent_and_later_writes_fail_with_sink_closed(
@@ -674,20 +685,20 @@ def test_bad_tls_files_are_named(
     other_key = tmp_path / "other.key"
     ca.issue_cert("someone@example.org").private_key_pem.write_to_path(str(other_key))
 
-    with pytest.raises(ValueError, match=re.escape(f"ca_file '{missing}': no such file")):
-        WebhookSink("https://127.0.0.1/", ca_file=missing)
-    with pytest.raises(ValueError, match=r"ca_file .*garbage\.pem.*not a PEM"):
-        WebhookSink("https://127.0.0.1/", ca_file=str(garbage))
-    with pytest.raises(ValueError, match=r"cert_file .*garbage\.pem"):
-        WebhookSink("https://127.0.0.1/", cert_file=str(garbage))
+    with pytest.raises(ValueError, match=re.escape(f"ca_file: '{missing}': no such file")):
+        webhook_sink("https://127.0.0.1/", ca_file=missing)
+    with pytest.raises(ValueError, match=r"ca_file: .*garbage\.pem.*not a PEM"):
+        webhook_sink("https://127.0.0.1/", ca_file=str(garbage))
+    with pytest.raises(ValueError, match=r"cert_file: .*garbage\.pem"):
+        webhook_sink("https://127.0.0.1/", cert_file=str(garbage))
     with pytest.raises(ValueError, match=r"key_file .*other\.key"):
-        WebhookSink("https://127.0.0.1/", cert_file=cert_file, key_file=str(other_key))
-    with pytest.raises(ValueError, match="key_file is set but cert_file is not"):
-        WebhookSink("https://127.0.0.1/", key_file=key_file)
+        webhook_sink("https://127.0.0.1/", cert_file=cert_file, key_file=str(other_key))
+    with pytest.raises(ValueError, match="key_file: given without cert_file"):
+        webhook_sink("https://127.0.0.1/", key_file=key_file)
     with pytest.raises(ValueError, match="not a regular file"):
-        WebhookSink("https://127.0.0.1/", ca_file=str(tmp_path))
-    with pytest.raises(ValueError, match="verify_tls=False"):
-        WebhookSink("https://127.0.0.1/", ca_file=ca_file, verify_tls=False)
+        webhook_sink("https://127.0.0.1/", ca_file=str(tmp_path))
+    with pytest.raises(ValueError, match="ca_file: has no effect without verification"):
+        webhook_sink("https://127.0.0.1/", ca_file=ca_file, verify_tls=False)
 
 
 # --------------------------------------------------------------------------- the sink contract
@@ -789,33 +800,34 @@ async def test_an_on_attempt_callback_that_raises_is_logged(
 @pytest.mark.parametrize(
     ("options", "error", "message"),
     [
-        ({"url": 42}, TypeError, "url must be a str"),
-        ({"url": "ftp://127.0.0.1/"}, ValueError, "url must start with http"),
-        ({"url": "http://"}, ValueError, "url has no host"),
+        ({"url": 42}, TypeError, "url: expected a str"),
+        ({"url": "ftp://127.0.0.1/"}, ValueError, "url: expected an http:// or https:// URL"),
+        ({"url": "http://"}, ValueError, "url: expected .* with a host"),
         ({"name": 3}, TypeError, "name must be a str"),
-        ({"timeout": 0}, ValueError, "timeout must be a finite number of seconds > 0"),
+        ({"timeout": 0}, ValueError, "timeout: expected a finite number of seconds > 0"),
         ({"timeout": float("inf")}, ValueError, "timeout"),
-        ({"timeout": "1s"}, TypeError, "timeout must be a number"),
-        ({"timeout": True}, TypeError, "timeout must be a number"),
+        ({"timeout": "1s"}, TypeError, "timeout: expected a number"),
+        ({"timeout": True}, TypeError, "timeout: expected a number"),
         ({"content_type": ""}, ValueError, "content_type"),
         ({"content_type": "a\nb"}, ValueError, "content_type"),
-        ({"headers": ["X-A"]}, TypeError, "headers must be a mapping"),
+        ({"headers": ["X-A"]}, TypeError, "headers: expected rxsinks.Headers or a mapping"),
         ({"headers": {"Bad Name": "x"}}, ValueError, "not a valid header name"),
-        ({"headers": {"X-A": 1}}, TypeError, r"headers\['X-A'\] must be a str"),
-        ({"headers": {"X-A": [1]}}, TypeError, r"headers\['X-A'\] values must be str"),
+        ({"headers": {"X-A": 1}}, TypeError, r"headers: 'X-A': expected a str or a list"),
+        ({"headers": {"X-A": [1]}}, TypeError, r"headers: 'X-A': values must be str"),
         ({"headers": {"X-A": "a\r\nb"}}, ValueError, "control characters"),
-        ({"headers": {"Content-Type": "x"}}, ValueError, "use content_type="),
+        ({"headers": {"Content-Type": "x"}}, ValueError, "use content_type"),
         ({"secret": "not-a-secret"}, ValueError, "whsec_"),
         ({"secret": SECRET, "headers": {"Webhook-Id": "x"}}, ValueError, "signature"),
         ({"secret_headers": ["bad name"]}, ValueError, "secret_headers"),
         ({"secret_headers": 3}, TypeError, "secret_headers"),
-        ({"verify_tls": "no"}, TypeError, "verify_tls must be a bool"),
-        ({"redirects": "all"}, ValueError, "redirects must be 'safe' or 'none'"),
+        ({"verify_tls": "no"}, TypeError, "verify: expected a bool"),
+        ({"redirects": "all"}, ValueError, "redirects: expected 'safe' or 'none'"),
         ({"permanent_statuses": 404}, TypeError, "permanent_statuses"),
         ({"permanent_statuses": ["404"]}, TypeError, "permanent_statuses"),
         ({"permanent_statuses": [200]}, ValueError, "permanent_statuses: 200"),
         ({"retry_after_cap": -1}, ValueError, "retry_after_cap"),
         ({"on_attempt": 3}, TypeError, "on_attempt must be callable"),
+        ({"connections": 0}, ValueError, "connections must be an int >= 1"),
     ],
 )
 def test_bad_arguments_are_named(
@@ -823,20 +835,17 @@ def test_bad_arguments_are_named(
 ) -> None:
     url = options.pop("url", "http://127.0.0.1/hook")
     with pytest.raises(error, match=message):
-        WebhookSink(url, **options)
+        webhook_sink(url, **options)
 
 
 def test_a_bad_credential_value_is_not_echoed() -> None:
     with pytest.raises(TypeError) as info:
-        WebhookSink(
-            "http://127.0.0.1/",
-            headers={"Authorization": [b"Bearer raw-bytes"]},  # type: ignore[list-item]
-        )
+        webhook_sink("http://127.0.0.1/", headers={"Authorization": [b"Bearer raw-bytes"]})
     assert "raw-bytes" not in str(info.value)
 
 
 def test_repr_shows_the_configuration_without_credentials() -> None:
-    sink = WebhookSink(
+    sink = webhook_sink(
         "http://user:pw-123@127.0.0.1/hook",
         name="alistener",
         headers={"Cookie": ["a=1", "b=2"], "X-Key": "k-456", "X-A": "visible"},
@@ -859,9 +868,10 @@ def test_the_default_name_is_the_redacted_url() -> None:
     assert WebhookSink("https://u:p@hooks.example.com/x").name == "https://***@hooks.example.com/x"
 
 
-@pytest.fixture(autouse=True)
-def _no_shared_session_leaks() -> Iterator[None]:
-    """Every test must leave the shared session registry as it found it."""
-    before = dict(_webhook._sessions)
-    yield
-    assert dict(_webhook._sessions) == before
+async def test_closing_a_sink_closes_its_pool(receiver: Receiver) -> None:
+    before = open_sessions()
+    sink = WebhookSink(receiver.url())
+    await sink.send(make_events(1))
+    assert len(open_sessions() - before) == 1
+    await sink.aclose()
+    assert open_sessions() - before == set()

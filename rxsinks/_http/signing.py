@@ -20,12 +20,13 @@ signature.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import re
 import time
 from collections.abc import Iterable
+
+from rxsinks._options import MIN_KEY_BYTES, SECRET_PREFIX, Secret
 
 __all__ = [
     "MAX_MESSAGE_ID",
@@ -36,12 +37,6 @@ __all__ = [
     "sign",
     "signature_headers",
 ]
-
-SECRET_PREFIX = "whsec_"
-"""The prefix of a Standard Webhooks secret."""
-
-MIN_KEY_BYTES = 16
-"""The shortest key accepted (the spec recommends 24 to 64 bytes; shorter keys are guessable)."""
 
 _BLOCK_ID_PREFIX = "blk_"
 _EVENT_ID_PREFIX = "evt_"
@@ -55,9 +50,8 @@ _SAFE_ID = re.compile(rf"[\x21-\x7e]{{1,{MAX_MESSAGE_ID}}}")
 
 
 def parse_secret(secret: str) -> bytes:
-    """Decode a ``whsec_...`` secret into the HMAC key bytes.
-
-    Padding after the base64 text is optional (some providers strip it).
+    """Decode a ``whsec_...`` secret into the HMAC key bytes (see :class:`~rxsinks.Secret`,
+    where its format and length are checked).
 
     Args:
         secret: ``"whsec_"`` followed by the base64 of the key.
@@ -70,22 +64,7 @@ def parse_secret(secret: str) -> bytes:
         ValueError: the prefix is missing, the rest is not base64, or the key is shorter than
             :data:`MIN_KEY_BYTES`. The message never contains the secret.
     """
-    if not isinstance(secret, str):
-        raise TypeError(f"secret must be a str like 'whsec_<base64>', got {type(secret).__name__}")
-    if not secret.startswith(SECRET_PREFIX):
-        raise ValueError("secret must start with 'whsec_' followed by the base64 of the key")
-    text = secret[len(SECRET_PREFIX) :].rstrip("=")
-    try:
-        key = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        # the secret itself stays out of the message: messages end up in logs
-        raise ValueError("secret: the text after 'whsec_' is not valid base64") from None
-    if len(key) < MIN_KEY_BYTES:
-        raise ValueError(
-            f"secret: the key is {len(key)} bytes; Standard Webhooks keys are 24 to 64 bytes "
-            f"(at least {MIN_KEY_BYTES} accepted)"
-        )
-    return key
+    return Secret(secret).key
 
 
 def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:

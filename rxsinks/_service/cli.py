@@ -29,14 +29,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from yarl import URL
 
-from .. import __version__
 from .._event import MEDIA_TYPE_V1, MEDIA_TYPE_V2, Event, decode_envelope, decode_ndjson
 from .._exceptions import ConfigErrors, DeliveryError, EnvelopeError, StoreError
 from .._redact import redact_text, redact_url
 from .._store.protocol import Store
+from .._version import __version__
+from .build import build_endpoints, open_store
 from .config import LogConfig, RelayConfig, exposure_problems, load_config
 from .ingest import post_events
-from .relay import Relay, build_endpoints, open_store
+from .relay import Relay
 from .ui import page_url
 from .units import parse_duration
 

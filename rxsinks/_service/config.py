@@ -1,8 +1,8 @@
-"""The relay's configuration: the YAML file of ``rxsinks serve``, parsed and validated.
+"""The relay's configuration: the YAML file of ``rxsinks serve``, read into option objects.
 
-The ``notifications:`` section is the Docker registry's own, so a registry ``config.yml`` loads
-unchanged (its other sections, ``version``, ``storage``, ``http`` ..., are ignored with a note).
-rxsinks adds its own sections and optional per-endpoint keys::
+The ``notifications:`` section is the Docker registry's own, so a registry ``config.yml`` (2.8
+or 3) loads unchanged: its other sections, ``version``, ``storage``, ``http``, ``tags`` ..., are
+ignored with a note. rxsinks adds its own sections and optional per-endpoint keys::
 
     ingest:
       addr: 127.0.0.1:5056        # host:port the ingest server listens on
@@ -36,6 +36,9 @@ rxsinks adds its own sections and optional per-endpoint keys::
           secretheaders: [X-Api-Key]
           contenttype: v1         # v1 | v2 | a full media type
           batch: {maxevents: 100, maxdelay: 200ms}
+          concurrency: 1          # POSTs in flight at once
+          orderby: repository     # with concurrency > 1: repository | none | a JSON pointer
+          delay: 0s               # no event goes before its timestamp + this
           retry: {maxattempts: 0, maxage: 0s, exponential: {base: 1s, factor: 1s, max: 20s}}
           permanentstatuses: [400, 404, 422]
           retryaftercap: 5m
@@ -45,11 +48,15 @@ rxsinks adds its own sections and optional per-endpoint keys::
           match: {actions: [push], repositories: ["library/*"], excluderepositories: []}
     log: {level: info, format: text}
 
-Keys are matched case-insensitively (the registry's Go YAML decoder does the same) and reported
-by their lowercase path. Durations use Go syntax (:func:`~rxsinks._service.units.parse_duration`: a
-bare number means nanoseconds). String values may use ``${VAR}`` and ``${VAR:-default}``; ``$$`` is
-a
-literal dollar. Every problem in a file is collected before anything is raised: one
+The reader only turns YAML into the objects an :class:`~rxsinks.Endpoint` takes
+(:class:`~rxsinks.WebhookOptions`, :class:`~rxsinks.Batching`, :class:`~rxsinks.Delivery`,
+:func:`~rxsinks.retry_with_breaker`, :func:`~rxsinks.queue`, :class:`~rxsinks.EventFilter`):
+what a valid value is, the objects say, and their errors are reported at the key path of the
+value (:class:`~rxsinks.OptionError` names the argument). Keys are matched case-insensitively
+(the registry's Go YAML decoder does the same) and reported by their lowercase path. Durations
+use Go syntax (:func:`~rxsinks._service.units.parse_duration`: a bare number means
+nanoseconds). String values may use ``${VAR}`` and ``${VAR:-default}``; ``$$`` is a literal
+dollar. Every problem in a file is collected before anything is raised: one
 :class:`ConfigErrors` lists them all, each a :class:`~rxsinks.ConfigError` with the key path
 (``notifications.endpoints[1].timeout``) and what was expected.
 
@@ -58,9 +65,6 @@ Relative file paths (store, TLS files) are relative to the working directory, as
 
 from __future__ import annotations
 
-import base64
-import binascii
-import dataclasses
 import datetime
 import difflib
 import ipaddress
@@ -68,17 +72,36 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, Protocol, TypeVar
-from urllib.parse import urlsplit
+from typing import Any, Final, Literal, ParamSpec, Protocol, TypeVar
 
 import yaml
+from tenacity.stop import stop_after_attempt, stop_after_delay, stop_any
 
-from .._event import MEDIA_TYPE_V1, MEDIA_TYPE_V2
 from .._exceptions import ConfigError, ConfigErrors
-from .._redact import redact_text, redact_url
+from .._filter import EventFilter
+from .._options import (
+    ALWAYS_SECRET_HEADERS,
+    DEFAULT_BACKOFF,
+    DEFAULT_THRESHOLD,
+    DEFAULT_TIMEOUT,
+    TLS,
+    Batching,
+    Delivery,
+    ExponentialWait,
+    Headers,
+    OptionError,
+    Secret,
+    WebhookOptions,
+    check_url,
+    exponential_wait,
+    registry_default,
+)
+from .._queue import Overflow, Queue
+from .._redact import redact_url
+from .._retry import RetryWithBreaker
 from .units import parse_duration, parse_size
 
 __all__ = [
@@ -106,17 +129,13 @@ MEMORY_MAX_BYTES: Final = 64 * 1024 * 1024
 """Bytes of event JSON the memory store holds at most, by default (``store.maxsize``)."""
 
 StoreKind = Literal["sqlite", "memory", "redis"]
-Overflow = Literal["drop_oldest", "drop_newest", "error"]
-Redirects = Literal["safe", "none"]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 LogFormat = Literal["text", "json"]
 
 _T = TypeVar("_T")
+_P = ParamSpec("_P")
 
 _ACTIONS = ("delete", "mount", "pull", "push")
-# the same set the webhook sink always redacts
-_ALWAYS_SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
-
 # the registry's own top-level sections: accepted so that its config.yml loads, then ignored
 _REGISTRY_SECTIONS = (
     "auth",
@@ -131,6 +150,7 @@ _REGISTRY_SECTIONS = (
     "redis",
     "reporting",
     "storage",
+    "tags",
     "validation",
     "version",
 )
@@ -148,8 +168,11 @@ _ENDPOINT_KEYS = (
     "url",
     # rxsinks extensions
     "batch",
+    "concurrency",
     "contenttype",
+    "delay",
     "match",
+    "orderby",
     "permanentstatuses",
     "queue",
     "redirects",
@@ -165,7 +188,6 @@ _STORE_KINDS: Final[dict[str, StoreKind]] = {
     "memory": "memory",
     "redis": "redis",
 }
-_REDIRECTS: Final[dict[str, Redirects]] = {"safe": "safe", "none": "none"}
 _OVERFLOWS: Final[dict[str, Overflow]] = {
     # "droppoldest" is how an early draft of the format spelled it
     **dict.fromkeys(("dropoldest", "droppoldest", "drop_oldest", "drop-oldest"), "drop_oldest"),
@@ -186,8 +208,6 @@ _LOG_LEVELS: Final[dict[str, LogLevel]] = {
 }
 _LOG_FORMATS: Final[dict[str, LogFormat]] = {"text": "text", "json": "json", "logstash": "json"}
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_MEDIA_TYPE = re.compile(r"[\w.+-]+/[\w.+-]+(?:\s*;.*)?")
 
 
 # --------------------------------------------------------------------------- the result
@@ -353,86 +373,37 @@ class LogConfig:
 
 @dataclass(frozen=True, slots=True)
 class EndpointConfig:
-    """One webhook endpoint, with the registry's defaults applied.
-
-    Instances built by :func:`parse_config` are validated; durations are seconds.
+    """One webhook endpoint of the file, as the option objects an :class:`~rxsinks.Endpoint`
+    takes (built, so validated, by :func:`parse_config`), with the registry's defaults applied.
 
     Attributes:
         name: unique name, used in metrics, logs and the store.
         url: where events are POSTed (http or https).
-        headers: extra request headers; values are appended, as the registry does.
-        timeout: whole-request timeout (registry default 1 s when missing or <= 0).
-        threshold: failures in a row before the breaker opens (registry default 10).
-        backoff: seconds between attempts while the breaker is open (registry default 1 s).
-        ignore_media_types: ``ignoredmediatypes`` and ``ignore.mediatypes`` merged, in order,
-            without duplicates; events whose ``target.mediaType`` is listed are not sent.
-        ignore_actions: events with these actions are not sent.
-        disabled: the endpoint is kept in the configuration but never built.
-        secret: Standard Webhooks signing secret (``whsec_...``), or ``None`` for no signature.
-        secret_headers: header names whose values are hidden in logs, besides Authorization.
-        content_type: the request's media type.
-        batch_max_events: most events in one POST (1 = one event per POST, as the registry).
-        batch_max_delay: seconds a partial batch may wait for more events.
-        retry_max_attempts: attempts per block before it is dead-lettered (0 = never give up).
-        retry_max_age: seconds after the first attempt before a block is dead-lettered (0 = never).
-        retry_exponential: ``(base, factor, max)`` of go-events' exponential backoff, or ``None``
-            for the registry's breaker only.
-        permanent_statuses: statuses that are never retried (the block is dead-lettered at once).
-        retry_after_cap: the longest ``Retry-After`` wait honoured, in seconds.
-        redirects: ``"safe"`` lets the sink follow redirects, ``"none"`` never follows any.
-        tls_ca_file: CA bundle to verify the receiver with, instead of the system's.
-        tls_cert_file: client certificate (may hold the key too).
-        tls_key_file: client certificate's private key.
-        tls_verify: ``False`` when ``insecureskipverify`` is set.
-        queue_max_events: most events buffered in memory (0 = unbounded, as the registry).
-        queue_overflow: what a full queue does: ``"drop_oldest"``, ``"drop_newest"`` or ``"error"``.
-        match_actions: when not empty, only these actions are sent.
-        match_media_types: when not empty, only these target media types are sent.
-        match_repositories: when not empty, only repositories matching one of these
-            shell-style patterns (``library/*``) are sent.
-        exclude_repositories: repositories matching one of these patterns are never sent.
+        disabled: the endpoint is kept in the configuration but never built (its TLS files
+            are not read).
+        webhook: ``headers``, ``secretheaders``, ``timeout``, ``contenttype``, ``secret``,
+            ``tls``, ``redirects``, ``permanentstatuses``, ``retryaftercap``.
+        retry: ``threshold`` and ``backoff`` (the registry's breaker), ``retry.maxattempts``
+            and ``retry.maxage`` (tenacity stop strategies), ``retry.exponential`` (an
+            :func:`~rxsinks.exponential_wait`).
+        queue: ``queue.maxevents`` (0: unbounded) and ``queue.overflow``.
+        batch: ``batch.maxevents`` and ``batch.maxdelay``.
+        delivery: ``concurrency``, ``orderby`` and ``delay``.
+        ignore: the registry's ``ignoredmediatypes``, ``ignore.mediatypes`` (merged) and
+            ``ignore.actions``.
+        filter: ``match`` (``None`` when not configured).
     """
 
     name: str
     url: str
-    headers: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    timeout: float = 1.0
-    threshold: int = 10
-    backoff: float = 1.0
-    ignore_media_types: tuple[str, ...] = ()
-    ignore_actions: tuple[str, ...] = ()
     disabled: bool = False
-    secret: str | None = None
-    secret_headers: tuple[str, ...] = ()
-    content_type: str = MEDIA_TYPE_V1
-    batch_max_events: int = 1
-    batch_max_delay: float = 0.0
-    retry_max_attempts: int = 0
-    retry_max_age: float = 0.0
-    retry_exponential: tuple[float, float, float] | None = None
-    permanent_statuses: tuple[int, ...] = ()
-    retry_after_cap: float = 300.0
-    redirects: Redirects = "safe"
-    tls_ca_file: str | None = None
-    tls_cert_file: str | None = None
-    tls_key_file: str | None = None
-    tls_verify: bool = True
-    queue_max_events: int = 0
-    queue_overflow: Overflow = "drop_oldest"
-    match_actions: tuple[str, ...] = ()
-    match_media_types: tuple[str, ...] = ()
-    match_repositories: tuple[str, ...] = ()
-    exclude_repositories: tuple[str, ...] = ()
-
-    def is_secret_header(self, name: str) -> bool:
-        """Whether a header's value must be hidden (Authorization, Cookie, or a secret header).
-
-        Header names compare case-insensitively.
-        """
-        lowered = name.lower()
-        return lowered in _ALWAYS_SECRET_HEADERS or any(
-            lowered == secret.lower() for secret in self.secret_headers
-        )
+    webhook: WebhookOptions = field(default_factory=WebhookOptions)
+    retry: RetryWithBreaker = field(default_factory=RetryWithBreaker)
+    queue: Queue[Any] = field(default_factory=Queue)
+    batch: Batching = field(default_factory=Batching)
+    delivery: Delivery = field(default_factory=Delivery)
+    ignore: EventFilter = field(default_factory=EventFilter)
+    filter: EventFilter | None = None
 
     def __repr__(self) -> str:
         return _safe_repr(self)
@@ -443,20 +414,71 @@ class EndpointConfig:
         The secret and the values of Authorization and secret headers are replaced by
         ``"<redacted>"``; the URL's user info and query values by ``***``.
         """
-        data: dict[str, Any] = {
-            item.name: _plain(getattr(self, item.name)) for item in dataclasses.fields(self)
+        webhook = self.webhook
+        tls = webhook.tls
+        match = self.filter
+        return {
+            "name": self.name,
+            "url": _redact_url(self.url),
+            "disabled": self.disabled,
+            "headers": webhook.headers.redacted(),
+            "secret_headers": sorted(webhook.headers.secret_names - ALWAYS_SECRET_HEADERS),
+            "timeout": webhook.timeout,
+            "threshold": self.retry.threshold,
+            "backoff": self.retry.backoff,
+            "ignore_media_types": sorted(self.ignore.ignore_media_types),
+            "ignore_actions": sorted(self.ignore.ignore_actions),
+            "secret": None if webhook.secret is None else REDACTED,
+            "content_type": webhook.content_type,
+            "redirects": webhook.redirects,
+            "permanent_statuses": sorted(webhook.permanent_statuses),
+            "retry_after_cap": webhook.retry_after_cap,
+            "tls": {
+                "ca_file": tls.ca_file,
+                "cert_file": tls.cert_file,
+                "key_file": tls.key_file,
+                "verify": tls.verify,
+            },
+            "batch": {"max_events": self.batch.max_events, "max_delay": self.batch.max_delay},
+            "delivery": {
+                "concurrency": self.delivery.concurrency,
+                "order_by": self.delivery.order_by,
+                "delay": self.delivery.delay,
+            },
+            "retry": _retry_view(self.retry),
+            "queue": {"max_events": self.queue.max_events, "overflow": self.queue.overflow},
+            "match": None
+            if match is None
+            else {
+                "actions": _sorted(match.actions),
+                "media_types": _sorted(match.media_types),
+                "repositories": _sorted(match.repositories),
+                "exclude_repositories": sorted(match.exclude_repositories),
+            },
         }
-        data["url"] = _redact_url(self.url)
-        data["headers"] = {
-            name: [REDACTED] * len(values) if self.is_secret_header(name) else list(values)
-            for name, values in self.headers.items()
-        }
-        if self.secret is not None:
-            data["secret"] = REDACTED
-        if self.retry_exponential is not None:
-            base, factor, maximum = self.retry_exponential
-            data["retry_exponential"] = {"base": base, "factor": factor, "max": maximum}
-        return data
+
+
+def _sorted(values: frozenset[str] | None) -> list[str] | None:
+    return None if values is None else sorted(values)
+
+
+def _retry_view(retry: RetryWithBreaker) -> dict[str, Any]:
+    """The file's retry keys, read back from the strategies :func:`_read_retry` made."""
+    stops: list[object] = []
+    if isinstance(retry.stop, stop_any):
+        stops.extend(retry.stop.stops)
+    elif retry.stop is not None:
+        stops.append(retry.stop)
+    view: dict[str, Any] = {"max_attempts": 0, "max_age": 0.0, "exponential": None}
+    for stop in stops:
+        if isinstance(stop, stop_after_attempt):
+            view["max_attempts"] = stop.max_attempt_number
+        elif isinstance(stop, stop_after_delay):
+            view["max_age"] = stop.max_delay
+    if isinstance(retry.wait, ExponentialWait):
+        wait = retry.wait
+        view["exponential"] = {"base": wait.base, "factor": wait.factor, "max": wait.maximum}
+    return view
 
 
 @dataclass(frozen=True, slots=True)
@@ -581,6 +603,29 @@ class _Reader:
                     message += f" (did you mean {close[0]!r}?)"
                 self.problem(where, message)
         return result
+
+    def option(
+        self,
+        path: str,
+        keys: Mapping[str, str],
+        build: Callable[_P, _T],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> _T | None:
+        """Build an option object; on a wrong value report its message at the key path.
+
+        ``keys`` maps the object's argument names (:attr:`OptionError.argument`) to the file's
+        keys under ``path``; an error of another argument is reported at ``path`` itself.
+        ``None`` when the object refused its values.
+        """
+        try:
+            return build(*args, **kwargs)
+        except OptionError as exc:
+            key = keys.get(exc.argument)
+            self.problem(path if key is None else _join(path, key), exc.reason)
+        except (ValueError, TypeError) as exc:
+            self.problem(path, str(exc))
+        return None
 
     def interpolate(self, path: str, text: str) -> str | None:
         """Expand ``${VAR}`` and ``${VAR:-default}``; ``$$`` is a dollar. ``None`` on a problem."""
@@ -969,43 +1014,9 @@ def _read_log(r: _Reader, path: str, value: object) -> LogConfig:
     return LogConfig(level=level or "info", format=fmt or "text")
 
 
-def _check_url(r: _Reader, path: str, url: str) -> None:
-    expected = "expected an http:// or https:// URL"
-    shown = _redact_url(url)
-    if any(char.isspace() for char in url):
-        r.problem(path, f"{expected}, got {shown!r} (it contains white space)")
-        return
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - reading it is what validates the port
-    except ValueError as exc:
-        # the parser's message may quote the netloc, password included
-        reason = redact_text(str(exc)) if "@" not in str(exc) else "malformed host or port"
-        r.problem(path, f"{expected}, got {shown!r} ({reason})")
-        return
-    if parts.scheme.lower() not in ("http", "https"):
-        r.problem(path, f"{expected}, got {shown!r}")
-    elif not parts.hostname:
-        r.problem(path, f"{expected} with a host, got {shown!r}")
-
-
-def _check_secret(r: _Reader, path: str, secret: str) -> None:
-    # the value itself never appears in a message: it is a secret even when malformed
-    expected = "expected a Standard Webhooks secret: whsec_ followed by base64 (value not shown)"
-    if not secret.startswith("whsec_"):
-        r.problem(path, expected)
-        return
-    encoded = secret.removeprefix("whsec_")
-    try:
-        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        r.problem(path, expected)
-        return
-    if not key:
-        r.problem(path, expected)
-
-
 def _read_headers(r: _Reader, path: str, value: object) -> dict[str, tuple[str, ...]]:
+    """The ``headers`` mapping as name -> values (what a header may be is
+    :class:`~rxsinks.Headers`' to say)."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -1015,15 +1026,10 @@ def _read_headers(r: _Reader, path: str, value: object) -> dict[str, tuple[str, 
         return {}
     headers: dict[str, tuple[str, ...]] = {}
     for name, values in value.items():
-        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+        if not isinstance(name, str):
             r.problem(path, f"expected a header name, got {_describe(name)}")
             continue
-        where = f"{path}.{name}"
-        items = r.strings(where, values) if values is not None else ()
-        for index, item in enumerate(items):
-            if any(char in item for char in "\r\n\0"):
-                r.problem(f"{where}[{index}]", "a header value must not contain line breaks")
-        headers[name] = items
+        headers[name] = r.strings(f"{path}.{name}", values) if values is not None else ()
     return headers
 
 
@@ -1037,10 +1043,37 @@ def _check_actions(r: _Reader, path: str, actions: Sequence[str], *, strict: boo
                 r.notes.append(f"{path}[{index}]: {message} (it will never match)")
 
 
+# the option objects' argument names -> the file's keys under the endpoint
+_WEBHOOK_KEYS: Final = {
+    "headers": "headers",
+    "secret_headers": "secretheaders",
+    "timeout": "timeout",
+    "content_type": "contenttype",
+    "secret": "secret",
+    "redirects": "redirects",
+    "permanent_statuses": "permanentstatuses",
+    "retry_after_cap": "retryaftercap",
+    "url": "url",
+}
+_TLS_KEYS: Final = {
+    "ca_file": "cafile",
+    "cert_file": "certfile",
+    "key_file": "keyfile",
+    "verify": "insecureskipverify",
+}
+_BATCH_KEYS: Final = {"max_events": "maxevents", "max_delay": "maxdelay"}
+_DELIVERY_KEYS: Final = {"concurrency": "concurrency", "order_by": "orderby", "delay": "delay"}
+_EXPONENTIAL_KEYS: Final = {"base": "base", "factor": "factor", "max": "max"}
+
+
 def _read_endpoint(
     r: _Reader, path: str, value: object
 ) -> tuple[str | None, EndpointConfig | None]:
-    """Read one endpoint; returns its name (if readable) and the endpoint (if valid)."""
+    """Read one endpoint; returns its name (if readable) and the endpoint (if valid).
+
+    The reader turns YAML values into the option objects; the objects say what a valid value
+    is, and their errors are reported at the key path they name.
+    """
     if not isinstance(value, Mapping):
         r.problem(
             path, f"expected an endpoint (a mapping with name and url), got {_describe(value)}"
@@ -1056,10 +1089,9 @@ def _read_endpoint(
     if name is not None and not name.strip():
         r.problem(at("name"), "must not be empty")
     url = r.text(at("url"), raw.get("url"), required=True)
-    if url is not None:
-        _check_url(r, at("url"), url)
+    if url is not None and r.option(path, _WEBHOOK_KEYS, check_url, url) is None:
+        url = None
     disabled = bool(r.flag(at("disabled"), raw.get("disabled")))
-    headers = _read_headers(r, at("headers"), raw.get("headers"))
 
     # the registry's rule: a missing, zero or negative value means the default
     timeout = r.duration(at("timeout"), raw.get("timeout"), minimum=None)
@@ -1072,81 +1104,83 @@ def _read_endpoint(
     ignore_actions = r.strings(at("ignore", "actions"), ignore.get("actions"))
     _check_actions(r, at("ignore", "actions"), ignore_actions, strict=False)
 
-    secret = r.text(at("secret"), raw.get("secret")) or None
-    if secret is not None:
-        _check_secret(r, at("secret"), secret)
-    secret_headers = r.strings(at("secretheaders"), raw.get("secretheaders"))
-    for index, header in enumerate(secret_headers):
-        if not _HEADER_NAME.fullmatch(header):
-            r.problem(f"{at('secretheaders')}[{index}]", f"expected a header name, got {header!r}")
-
-    content_type = MEDIA_TYPE_V1
-    given_type = r.text(at("contenttype"), raw.get("contenttype"))
-    if given_type is not None:
-        shorthand = {"v1": MEDIA_TYPE_V1, "v2": MEDIA_TYPE_V2}.get(given_type.strip().lower())
-        if shorthand is not None:
-            content_type = shorthand
-        elif _MEDIA_TYPE.fullmatch(given_type.strip()):
-            content_type = given_type.strip()
-        else:
-            r.problem(
-                at("contenttype"),
-                f"expected v1, v2 or a media type like application/json, got "
-                f"{_describe(given_type)}",
-            )
+    headers = r.option(
+        path,
+        _WEBHOOK_KEYS,
+        Headers,
+        _read_headers(r, at("headers"), raw.get("headers")),
+        secret=r.strings(at("secretheaders"), raw.get("secretheaders")),
+    )
+    secret_text = r.text(at("secret"), raw.get("secret")) or None
+    secret = None if secret_text is None else r.option(path, _WEBHOOK_KEYS, Secret, secret_text)
+    tls = _read_tls(r, at("tls"), raw.get("tls"), disabled=disabled)
+    if tls is not None and tls.configured and url is not None and url.lower().startswith("http:"):
+        r.notes.append(f"{at('tls')}: has no effect on an http:// URL")
+    statuses = raw.get("permanentstatuses")
+    listed = statuses if isinstance(statuses, list) else [] if statuses is None else [statuses]
+    permanent = [
+        r.integer(f"{at('permanentstatuses')}[{index}]" if listed is statuses else path, item)
+        for index, item in enumerate(listed)
+    ]
+    webhook_values: dict[str, Any] = {
+        "timeout": registry_default(timeout, DEFAULT_TIMEOUT),
+        "content_type": r.text(at("contenttype"), raw.get("contenttype")),
+        "redirects": r.text(at("redirects"), raw.get("redirects")),
+        "retry_after_cap": r.duration(at("retryaftercap"), raw.get("retryaftercap"), minimum=None),
+    }
+    webhook = None
+    if headers is not None and tls is not None and (secret is not None or secret_text is None):
+        webhook = r.option(
+            path,
+            _WEBHOOK_KEYS,
+            WebhookOptions,
+            headers=headers,
+            secret=secret,
+            tls=tls,
+            permanent_statuses=frozenset(status for status in permanent if status is not None),
+            **{key: value for key, value in webhook_values.items() if value is not None},
+        )
+    if url is not None and headers is not None:
+        r.option(path, _WEBHOOK_KEYS, check_url, url, headers)  # (credentials given twice?)
 
     batch = r.mapping(at("batch"), raw.get("batch"), ("maxdelay", "maxevents"))
-    batch_max_events = r.integer(at("batch", "maxevents"), batch.get("maxevents"), minimum=1)
-    batch_max_delay = r.duration(at("batch", "maxdelay"), batch.get("maxdelay"))
-
-    retry = r.mapping(at("retry"), raw.get("retry"), ("exponential", "maxage", "maxattempts"))
-    max_attempts = r.integer(at("retry", "maxattempts"), retry.get("maxattempts"), minimum=0)
-    max_age = r.duration(at("retry", "maxage"), retry.get("maxage"))
-    exponential = _read_exponential(r, at("retry", "exponential"), retry.get("exponential"))
-
-    statuses: list[int] = []
-    raw_statuses = raw.get("permanentstatuses")
-    if raw_statuses is not None:
-        listed = raw_statuses if isinstance(raw_statuses, list) else [raw_statuses]
-        for index, item in enumerate(listed):
-            where = (
-                f"{at('permanentstatuses')}[{index}]"
-                if listed is raw_statuses
-                else at("permanentstatuses")
-            )
-            status = r.integer(where, item)
-            if status is None:
-                continue
-            if not 400 <= status <= 599:
-                r.problem(
-                    where,
-                    f"expected an HTTP status from 400 to 599, got {status} "
-                    "(2xx and 3xx are successes)",
-                )
-            elif status not in statuses:
-                statuses.append(status)
-    retry_after_cap = r.duration(at("retryaftercap"), raw.get("retryaftercap"))
-    redirects = r.choice(at("redirects"), raw.get("redirects"), _REDIRECTS)
-
-    tls = r.mapping(
-        at("tls"), raw.get("tls"), ("cafile", "certfile", "insecureskipverify", "keyfile")
+    batching = r.option(
+        at("batch"),
+        _BATCH_KEYS,
+        Batching,
+        **_given(
+            max_events=r.integer(at("batch", "maxevents"), batch.get("maxevents")),
+            max_delay=r.duration(at("batch", "maxdelay"), batch.get("maxdelay"), minimum=None),
+        ),
     )
-    tls_files: dict[str, str | None] = {}
-    for key in ("cafile", "certfile", "keyfile"):
-        if disabled:
-            # a disabled endpoint is never built: its files may legitimately be missing
-            tls_files[key] = r.text(at("tls", key), tls.get(key)) or None
-        else:
-            tls_files[key] = r.readable_file(at("tls", key), tls.get(key))
-    if tls_files["keyfile"] and not tls_files["certfile"] and tls.get("certfile") is None:
-        r.problem(at("tls", "certfile"), "required when tls.keyfile is set")
-    skip_verify = r.flag(at("tls", "insecureskipverify"), tls.get("insecureskipverify"))
-    if tls and url is not None and url.lower().startswith("http://"):
-        r.notes.append(f"{at('tls')}: has no effect on an http:// URL")
+    delivery = r.option(
+        path,
+        _DELIVERY_KEYS,
+        Delivery,
+        **_given(
+            concurrency=r.integer(at("concurrency"), raw.get("concurrency")),
+            order_by=r.text(at("orderby"), raw.get("orderby")),
+            delay=r.duration(at("delay"), raw.get("delay"), minimum=None),
+        ),
+    )
+    retry = _read_retry(
+        r,
+        at("retry"),
+        raw.get("retry"),
+        threshold=int(registry_default(threshold, DEFAULT_THRESHOLD)),
+        backoff=registry_default(backoff, DEFAULT_BACKOFF),
+    )
 
     queue = r.mapping(at("queue"), raw.get("queue"), ("maxevents", "overflow"))
     queue_max_events = r.integer(at("queue", "maxevents"), queue.get("maxevents"), minimum=0)
     overflow = r.choice(at("queue", "overflow"), queue.get("overflow"), _OVERFLOWS)
+    buffer: Queue[Any] | None = r.option(
+        at("queue"),
+        {},
+        Queue,
+        max_events=queue_max_events or None,  # 0: unbounded, as the registry's queue
+        overflow=overflow or "drop_oldest",
+    )
 
     match = r.mapping(
         at("match"),
@@ -1155,47 +1189,91 @@ def _read_endpoint(
     )
     match_actions = r.strings(at("match", "actions"), match.get("actions"))
     _check_actions(r, at("match", "actions"), match_actions, strict=True)
-    match_media_types = r.strings(at("match", "mediatypes"), match.get("mediatypes"))
-    match_repositories = r.strings(at("match", "repositories"), match.get("repositories"))
-    exclude = r.strings(at("match", "excluderepositories"), match.get("excluderepositories"))
+    allowed: dict[str, Any] = {
+        # an empty allow-list means "not configured" in the file, but "nothing" to EventFilter
+        "actions": match_actions or None,
+        "media_types": r.strings(at("match", "mediatypes"), match.get("mediatypes")) or None,
+        "repositories": r.strings(at("match", "repositories"), match.get("repositories")) or None,
+        "exclude_repositories": r.strings(
+            at("match", "excluderepositories"), match.get("excluderepositories")
+        )
+        or None,
+    }
+    event_filter = (
+        r.option(at("match"), {}, EventFilter, **allowed) if any(allowed.values()) else None
+    )
+    ignore_filter = r.option(
+        at("ignore"),
+        {},
+        EventFilter,
+        ignore_media_types=tuple(dict.fromkeys(ignore_media)),
+        ignore_actions=ignore_actions,
+    )
 
     if len(r.problems) > before or name is None or url is None:
         return name, None
+    assert webhook is not None and batching is not None and delivery is not None
+    assert retry is not None and buffer is not None and ignore_filter is not None
     return name, EndpointConfig(
         name=name,
         url=url,
-        headers=headers,
-        timeout=timeout if timeout is not None and timeout > 0 else 1.0,
-        threshold=threshold if threshold is not None and threshold > 0 else 10,
-        backoff=backoff if backoff is not None and backoff > 0 else 1.0,
-        ignore_media_types=tuple(dict.fromkeys(ignore_media)),
-        ignore_actions=ignore_actions,
         disabled=disabled,
-        secret=secret,
-        secret_headers=secret_headers,
-        content_type=content_type,
-        batch_max_events=1 if batch_max_events is None else batch_max_events,
-        batch_max_delay=batch_max_delay or 0.0,
-        retry_max_attempts=max_attempts or 0,
-        retry_max_age=max_age or 0.0,
-        retry_exponential=exponential,
-        permanent_statuses=tuple(statuses),
-        retry_after_cap=300.0 if retry_after_cap is None else retry_after_cap,
-        redirects=redirects or "safe",
-        tls_ca_file=tls_files["cafile"],
-        tls_cert_file=tls_files["certfile"],
-        tls_key_file=tls_files["keyfile"],
-        tls_verify=not skip_verify,
-        queue_max_events=queue_max_events or 0,
-        queue_overflow=overflow or "drop_oldest",
-        match_actions=match_actions,
-        match_media_types=match_media_types,
-        match_repositories=match_repositories,
-        exclude_repositories=exclude,
+        webhook=webhook,
+        retry=retry,
+        queue=buffer,
+        batch=batching,
+        delivery=delivery,
+        ignore=ignore_filter,
+        filter=event_filter,
     )
 
 
-def _read_exponential(r: _Reader, path: str, value: object) -> tuple[float, float, float] | None:
+def _given(**values: Any) -> dict[str, Any]:
+    """The values the file gives (the object's defaults apply to the others)."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _read_tls(r: _Reader, path: str, value: object, *, disabled: bool) -> TLS | None:
+    raw = r.mapping(path, value, ("cafile", "certfile", "insecureskipverify", "keyfile"))
+    files = {key: r.text(_join(path, key), raw.get(key)) or None for key in _TLS_FILE_KEYS}
+    skip_verify = r.flag(_join(path, "insecureskipverify"), raw.get("insecureskipverify"))
+    if disabled:
+        # a disabled endpoint is never built: its files may legitimately be missing
+        return TLS()
+    return r.option(
+        path,
+        _TLS_KEYS,
+        TLS,
+        ca_file=files["cafile"],
+        cert_file=files["certfile"],
+        key_file=files["keyfile"],
+        verify=not skip_verify,
+    )
+
+
+_TLS_FILE_KEYS: Final = ("cafile", "certfile", "keyfile")
+
+
+def _read_retry(
+    r: _Reader, path: str, value: object, *, threshold: int, backoff: float
+) -> RetryWithBreaker | None:
+    """The registry's breaker plus the ``retry`` section as tenacity strategies: ``maxattempts``
+    a ``stop_after_attempt``, ``maxage`` a ``stop_after_delay`` (both: whichever comes first; 0
+    means not set), ``exponential`` an :func:`~rxsinks.exponential_wait`."""
+    raw = r.mapping(path, value, ("exponential", "maxage", "maxattempts"))
+    max_attempts = r.integer(_join(path, "maxattempts"), raw.get("maxattempts"), minimum=0)
+    max_age = r.duration(_join(path, "maxage"), raw.get("maxage"))
+    stops: list[Any] = []
+    if max_attempts:
+        stops.append(stop_after_attempt(max_attempts))
+    if max_age:
+        stops.append(stop_after_delay(max_age))
+    stop = None if not stops else stops[0] if len(stops) == 1 else stop_any(*stops)
+    wait = _read_exponential(r, _join(path, "exponential"), raw.get("exponential"))
+    return r.option(path, {}, RetryWithBreaker, threshold, backoff, stop=stop, wait=wait)
+
+
+def _read_exponential(r: _Reader, path: str, value: object) -> ExponentialWait | None:
     """go-events' ExponentialBackoffConfig; ``true`` or ``{}`` means its defaults (1s, 1s, 20s)."""
     value = r.scalar(path, value)
     if value is None or value is False:
@@ -1203,21 +1281,20 @@ def _read_exponential(r: _Reader, path: str, value: object) -> tuple[float, floa
     if isinstance(value, str) and value.strip().lower() in ("false", "no", "off", ""):
         return None
     if value is True or (isinstance(value, str) and value.strip().lower() in ("true", "yes", "on")):
-        return (1.0, 1.0, 20.0)
+        return exponential_wait()
     raw = r.mapping(path, value, ("base", "factor", "max"))
     if not isinstance(value, Mapping):
         return None
-    base = r.duration(_join(path, "base"), raw.get("base"))
-    factor = r.duration(_join(path, "factor"), raw.get("factor"))
-    maximum = r.duration(_join(path, "max"), raw.get("max"))
-    base = 1.0 if base is None else base
-    factor = 1.0 if factor is None else factor
-    maximum = 20.0 if maximum is None else maximum
-    if maximum <= 0:
-        r.problem(_join(path, "max"), "expected a duration > 0s")
-    elif maximum < base:
-        r.problem(_join(path, "max"), f"must be at least base ({base:g}s), got {maximum:g}s")
-    return (base, factor, maximum)
+    return r.option(
+        path,
+        _EXPONENTIAL_KEYS,
+        exponential_wait,
+        **_given(
+            base=r.duration(_join(path, "base"), raw.get("base"), minimum=None),
+            factor=r.duration(_join(path, "factor"), raw.get("factor"), minimum=None),
+            maximum=r.duration(_join(path, "max"), raw.get("max"), minimum=None),
+        ),
+    )
 
 
 def _read_notifications(
@@ -1327,9 +1404,29 @@ def parse_config(
 
 
 class _Loader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses duplicate keys (PyYAML keeps the last one silently)."""
+    """``yaml.SafeLoader`` that refuses duplicate keys (PyYAML keeps the last one silently).
+
+    Within the registry's own sections, which rxsinks ignores, a duplicate is the registry's
+    business (its documentation's full example has one), so they are not checked there.
+    """
+
+    _unchecked: set[int]
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._unchecked = set()
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if (
+                    isinstance(key_node, yaml.ScalarNode)
+                    and isinstance(key_node.value, str)
+                    and key_node.value.lower() in _REGISTRY_SECTIONS
+                ):
+                    self._unchecked.update(_mappings_in(value_node))
+        return super().construct_document(node)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if id(node) in self._unchecked:
+            return super().construct_mapping(node, deep=deep)
         seen: set[tuple[str, str]] = set()
         for key_node, _ in node.value:
             # merge keys (<<) may repeat and may be overridden: only plain scalar keys count
@@ -1345,6 +1442,20 @@ class _Loader(yaml.SafeLoader):
                 )
             seen.add(identity)
         return super().construct_mapping(node, deep=deep)
+
+
+def _mappings_in(node: yaml.Node) -> list[int]:
+    """The ids of every mapping node in ``node`` (itself included)."""
+    found: list[int] = []
+    pending = [node]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, yaml.MappingNode):
+            found.append(id(current))
+            pending.extend(item for pair in current.value for item in pair)
+        elif isinstance(current, yaml.SequenceNode):
+            pending.extend(current.value)
+    return found
 
 
 def load_config(

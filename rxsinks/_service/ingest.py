@@ -59,8 +59,8 @@ import logging
 import math
 import resource
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -69,13 +69,16 @@ from aiohttp.web_protocol import RequestPayloadError
 from .._event import MEDIA_TYPE_V1, MEDIA_TYPE_V2, Event, decode_envelope
 from .._exceptions import DeliveryError, EnvelopeError, SinkClosedError, StoreError, StoreFullError
 from .._http.sink import WebhookSink
+from .._options import WebhookOptions
 from .._redact import redact_text, redact_url
 from .._throttle import LogThrottle
-from .ui import setup_ui
 
 if TYPE_CHECKING:
-    from .config import IngestConfig
-    from .relay import Relay
+    from .._endpoint import Endpoint
+    from .._store.lease import LeaseManager
+    from .._store.protocol import Store
+    from .._store.sqlite import DeadLetterRecord
+    from .config import EndpointConfig, IngestConfig, RelayConfig
 
 __all__ = [
     "INGEST_MEDIA_TYPES",
@@ -83,6 +86,7 @@ __all__ = [
     "METRICS_CONTENT_TYPE",
     "ConnectionGuard",
     "GuardedSite",
+    "Relay",
     "ingest_app",
     "ingest_runner",
     "post_events",
@@ -98,6 +102,72 @@ METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 MAX_EVENT_ID: Final = 255
 """The longest event ``id`` accepted (the registry's are 36-character UUIDs)."""
+
+
+class Relay(Protocol):
+    """What the ingest needs of the relay behind it (:class:`rxsinks.Relay` is one).
+
+    The ingest only hands events over and reports; knowing no more of the relay than this keeps
+    the two modules apart (the relay builds its ingest, never the other way round).
+    """
+
+    @property
+    def config(self) -> RelayConfig:
+        """The configuration (its ``ingest`` section is the ingest's)."""
+
+    @property
+    def accepting(self) -> bool:
+        """Whether events are taken (``False`` while stopping)."""
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """The endpoints, for metrics."""
+
+    @property
+    def endpoint_configs(self) -> tuple[EndpointConfig, ...]:
+        """Their configurations, in the same order."""
+
+    async def accept(self, events: Sequence[Event], *, size: int | None = None) -> None:
+        """Take accepted events in; return once they are committed."""
+
+    async def dead_letters(
+        self, endpoint: str | None = None, since: float | None = None
+    ) -> list[DeadLetterRecord]:
+        """The dead letters kept in the store."""
+
+    async def replay(
+        self,
+        endpoint: str | None = None,
+        since: float | None = None,
+        *,
+        ids: Collection[int] | None = None,
+    ) -> int:
+        """Put dead letters back on their endpoints' queues (only ``ids``, if given); how
+        many."""
+
+    @property
+    def store(self) -> Store | None:
+        """The durable store, or ``None`` in memory."""
+
+    @property
+    def leases(self) -> LeaseManager | None:
+        """With Redis, who delivers for which endpoint."""
+
+    @property
+    def delivering(self) -> tuple[str, ...]:
+        """The endpoints this instance delivers for."""
+
+    @property
+    def instance_id(self) -> str:
+        """This instance's name."""
+
+    @property
+    def memory_held(self) -> tuple[int, int] | None:
+        """The memory store's events and bytes held now, or ``None``."""
+
+    async def store_problem(self) -> str | None:
+        """Why the store cannot write, or ``None``."""
+
 
 _UTF8 = frozenset({"utf-8", "utf8"})
 # the parameters of a replay request are a small JSON object
@@ -429,7 +499,7 @@ class _Ingest:
     async def _post_events(self, request: web.Request) -> web.Response:
         if not self.relay.accepting:
             return _error(503, "the relay is stopping; retry later", **{"Retry-After": "5"})
-        if self.token is not None and not self._authorized(request):
+        if self.token is not None and not self.authorized(request):
             return _error(
                 401,
                 "missing or wrong token: send 'Authorization: Bearer <token>'",
@@ -504,7 +574,7 @@ class _Ingest:
             return _error(413, f"body over the limit of {limit} bytes")
         return body
 
-    def _authorized(self, request: web.Request) -> bool:
+    def authorized(self, request: web.Request) -> bool:
         assert self.token is not None
         scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
         # header values come decoded as UTF-8 with surrogateescape: this gives the bytes back
@@ -521,13 +591,13 @@ class _Ingest:
                 "the admin routes (dead letters, replay) need ingest.token: configure one "
                 "(rxsinks dead-letters sends it from the same configuration)",
             )
-        if not self._authorized(request):
+        if not self.authorized(request):
             return _unauthorized()
         return None
 
     def _reader_refusal(self, request: web.Request) -> web.Response | None:
         """Why a read of /metrics or /debug/vars is refused, or ``None``."""
-        if self.token is None or self.open_metrics or self._authorized(request):
+        if self.token is None or self.open_metrics or self.authorized(request):
             return None
         return _unauthorized()
 
@@ -719,6 +789,10 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+INGEST: Final = web.AppKey("rxsinks_ingest", _Ingest)
+"""The app's ingest: its counters and its token check (what the operator's page builds on)."""
+
+
 def ingest_app(relay: Relay) -> web.Application:
     """The ``aiohttp.web`` application of a relay's ingest (see the module docstring).
 
@@ -741,8 +815,7 @@ def ingest_app(relay: Relay) -> web.Application:
     app.router.add_get("/debug/vars", ingest.debug_vars)
     app.router.add_get("/dead-letters", ingest.list_dead_letters)
     app.router.add_post("/dead-letters/replay", ingest.replay_dead_letters)
-    # the operator's page (/ui) and its JSON API (/api/...), behind the same token
-    setup_ui(app, relay, ingest, ingest._authorized)
+    app[INGEST] = ingest
     return app
 
 
@@ -785,14 +858,10 @@ async def post_events(
     if rate is not None and rate <= 0:
         raise ValueError(f"rate must be a positive number of events per second, got {rate}")
     headers = {"Authorization": f"Bearer {token}"} if token else None
-    sink = WebhookSink(
-        url,
-        name="ingest",
-        headers=headers,
-        timeout=timeout,
-        content_type=content_type,
-        redirects="none",
+    options = WebhookOptions(
+        headers=headers, timeout=timeout, content_type=content_type, redirects="none"
     )
+    sink = WebhookSink(url, options, name="ingest")
     sent = 0
     loop = asyncio.get_running_loop()
     started = loop.time()

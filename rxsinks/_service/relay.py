@@ -34,459 +34,70 @@ import errno
 import logging
 import os
 import socket
-import ssl
 import time
 import uuid
-from collections.abc import Collection, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from aiohttp import web
 from reactivex import abc
-from tenacity.stop import stop_after_attempt, stop_after_delay
-from tenacity.wait import wait_exponential, wait_fixed
 
 from .._endpoint import Endpoint
 from .._event import Event, encode_event
-from .._exceptions import (
-    SINK_CLOSED,
-    ConfigError,
-    EndpointDisabledError,
-    StoreError,
-    StoreFullError,
-)
-from .._filter import EventFilter
-from .._outcome import DeadLetter, Outcome, OutcomeKind
-from .._queue import Overflow
-from .._redact import redact_text, redact_url
-from .._retry import Policy
-from .._store.protocol import QueueStore, Store
-from .._store.sqlite import DeadLetterRecord, SQLiteStore
+from .._exceptions import SINK_CLOSED, ConfigError, StoreError, StoreFullError
+from .._redact import redact_url
+from .._store.protocol import Store
+from .._store.sqlite import DeadLetterRecord
 from .._subject import CloseReport, EventSubject
-from .._throttle import LogThrottle
+from .budget import MemoryBudget, Release
+from .build import POLL_INTERVAL, build_endpoints, endpoint_from_config, open_store
 from .config import (
     ConfigErrors,
     EndpointConfig,
     RelayConfig,
-    StoreConfig,
     exposure_problems,
     listens_beyond_loopback,
 )
-from .ingest import GUARD, GuardedSite, ingest_app, ingest_runner
+from .ingest import GUARD, INGEST, GuardedSite, ingest_app, ingest_runner
+from .logs import DeadLetterLog, StateLog
+from .ui import setup_ui
 
 if TYPE_CHECKING:
-    from .._store.lease import LeaseManager
+    from .._store.lease import LeaseManager  # needs the optional `redis` package
 
-__all__ = [
-    "Relay",
-    "build_endpoints",
-    "endpoint_from_config",
-    "exponential_wait",
-    "open_store",
-]
+__all__ = ["Mode", "Relay"]
 
 log = logging.getLogger("rxsinks.relay")
 
-# every spelling the configuration (or a person) may use, mapped to the queue's names
-_OVERFLOWS: dict[str, Overflow] = {
-    "dropoldest": "drop_oldest",
-    "droppoldest": "drop_oldest",
-    "dropnewest": "drop_newest",
-    "error": "error",
-}
+Mode = Literal["memory", "local", "shared"]
+"""How a relay holds and delivers its events (see :class:`Relay`)."""
 
+_MODES: Final[dict[str, Mode]] = {"memory": "memory", "sqlite": "local", "redis": "shared"}
 # time aiohttp gives handlers still running when the runner is cleaned up: they only wait for
 # accept(), which never blocks on delivery, so this is only reached by clients sending slowly
-_HANDLER_SHUTDOWN = 2.0
-
-# a Redis-backed endpoint reads new events as they are stored (a blocking read) and falls
-# back to looking this often when that read fails
-_POLL_INTERVAL = 0.1
+_HANDLER_SHUTDOWN: Final = 2.0
 # how often the store drops what every endpoint has delivered
-_COMPACT_EVERY = 30.0
+_COMPACT_EVERY: Final = 30.0
 # while the store refuses writes, /healthz tries a small write at most this often
-_PROBE_EVERY = 5.0
-# dead letters of one endpoint: the first logged at ERROR, then one line a minute with a count
-_DEAD_LETTER_LOG_EVERY = 60.0
-
-
-def open_store(config: StoreConfig, *, exclusive: bool = False) -> Store | None:
-    """The store a configuration names, not yet opened (``None`` for ``kind: memory``).
-
-    Args:
-        config: the store settings.
-        exclusive: a relay's: a SQLite store is locked when opened, so that no other relay
-            delivers from it (Redis is shared by design).
-    """
-    if config.kind == "memory":
-        return None
-    if config.kind == "redis":
-        try:
-            from .._store.redis import RedisStore
-        except ImportError as exc:
-            raise StoreError(
-                f"store.url is Redis but the redis package is missing: {exc}; "
-                "install it with: pip install 'rxsinks[redis]'"
-            ) from None
-
-        assert config.url is not None
-        redis_store: Store = RedisStore(config.url)
-        return redis_store
-    assert config.path is not None
-    return SQLiteStore(
-        config.path, retention=config.retention, max_bytes=config.max_size, exclusive=exclusive
-    )
-
-
-def exponential_wait(base: float, factor: float, maximum: float) -> Policy:
-    """go-events' exponential backoff bound as a tenacity wait strategy.
-
-    After the n-th failed attempt of a block, it waits ``base + factor * 2**(n-1)`` seconds,
-    capped at ``maximum``: with ``(1, 1, 20)`` that is 2, 3, 5, 9, 17, 20, 20 ... seconds.
-    go-events draws the actual wait uniformly from ``[0, bound)``; rxsinks waits the bound, so
-    waits are reproducible and never shorter than go-events' longest.
-
-    Args:
-        base: seconds added to every wait (>= 0).
-        factor: seconds multiplied by ``2**(n-1)`` (>= 0).
-        maximum: the cap (>= ``base``).
-
-    Raises:
-        ValueError: a negative value, or ``maximum < base``.
-    """
-    if base < 0 or factor < 0 or maximum < base:
-        raise ValueError(
-            f"exponential backoff needs 0 <= base <= max and factor >= 0, "
-            f"got base={base}, factor={factor}, max={maximum}"
-        )
-    # tenacity's wait_exponential gives multiplier * exp_base**(attempt-1) capped at its max;
-    # capping that at max - base and adding base caps the sum at max.
-    return wait_exponential(multiplier=factor, exp_base=2, max=maximum - base) + wait_fixed(base)
-
-
-def _overflow(value: str) -> Overflow:
-    key = value.lower().replace("_", "").replace("-", "")
-    try:
-        return _OVERFLOWS[key]
-    except KeyError:
-        raise ValueError(
-            f"queue overflow must be dropoldest, dropnewest or error, got {value!r}"
-        ) from None
-
-
-def endpoint_from_config(
-    config: EndpointConfig,
-    *,
-    scheduler: abc.SchedulerBase | None = None,
-    store: QueueStore | None = None,
-    store_window: int = 1024,
-    poll_interval: float | None = None,
-) -> Endpoint:
-    """Build the :class:`~rxsinks.Endpoint` an :class:`EndpointConfig` describes.
-
-    Every field is mapped: ``retry_max_attempts`` becomes tenacity ``stop_after_attempt``,
-    ``retry_max_age`` ``stop_after_delay`` (both: whichever comes first), ``retry_exponential``
-    an :func:`exponential_wait`, the ``match_*`` and ``exclude_repositories`` lists an
-    :class:`~rxsinks.EventFilter`, the ``tls_*`` fields the webhook's TLS options. Zero means
-    "not set" for the retry bounds and the queue bound, as in the configuration file.
-
-    Args:
-        config: one endpoint of a :class:`RelayConfig` (disabled or not: the caller decides).
-        scheduler: the clock for waits (tests); by default the running event loop.
-        store: the durable store its queue lives in (``None``: in memory).
-        store_window: events of its backlog kept in memory.
-        poll_interval: when other relay instances store events too (Redis), the seconds between
-            looks for them if the store cannot wait for them with a blocking read.
-
-    Raises:
-        ValueError, TypeError, OSError, ssl.SSLError: the endpoint cannot be built (a header
-            that clashes with the signature, an unreadable certificate...);
-            :func:`build_endpoints` turns these into :class:`ConfigErrors`.
-    """
-    stops: list[Any] = []
-    if config.retry_max_attempts > 0:
-        stops.append(stop_after_attempt(config.retry_max_attempts))
-    if config.retry_max_age > 0:
-        stops.append(stop_after_delay(config.retry_max_age))
-    stop: Any = None
-    for strategy in stops:
-        stop = strategy if stop is None else stop | strategy
-    wait = None if config.retry_exponential is None else exponential_wait(*config.retry_exponential)
-    event_filter = None
-    if (
-        config.match_actions
-        or config.match_media_types
-        or config.match_repositories
-        or config.exclude_repositories
-    ):
-        # an empty allow-list means "not configured" in the file, but "nothing" to EventFilter
-        event_filter = EventFilter(
-            actions=config.match_actions or None,
-            media_types=config.match_media_types or None,
-            repositories=config.match_repositories or None,
-            exclude_repositories=config.exclude_repositories or None,
-        )
-    return Endpoint(
-        config.name,
-        config.url,
-        headers={name: list(values) for name, values in config.headers.items()},
-        timeout=config.timeout,
-        threshold=config.threshold,
-        backoff=config.backoff,
-        ignore_media_types=config.ignore_media_types,
-        ignore_actions=config.ignore_actions,
-        event_filter=event_filter,
-        secret=config.secret,
-        batch_max_events=config.batch_max_events,
-        batch_max_delay=config.batch_max_delay,
-        stop=stop,
-        wait=wait,
-        queue_max_events=config.queue_max_events or None,
-        overflow=_overflow(config.queue_overflow),
-        content_type=config.content_type,
-        permanent_statuses=config.permanent_statuses,
-        scheduler=scheduler,
-        secret_headers=config.secret_headers,
-        ca_file=config.tls_ca_file,
-        cert_file=config.tls_cert_file,
-        key_file=config.tls_key_file,
-        verify_tls=config.tls_verify,
-        redirects=config.redirects,
-        retry_after_cap=config.retry_after_cap,
-        store=store,
-        store_window=store_window,
-        poll_interval=poll_interval,
-    )
-
-
-def build_endpoints(
-    config: RelayConfig,
-    *,
-    scheduler: abc.SchedulerBase | None = None,
-    store: QueueStore | None = None,
-) -> tuple[tuple[EndpointConfig, Endpoint], ...]:
-    """Build every enabled endpoint of a configuration, in file order.
-
-    Returns:
-        ``(config, endpoint)`` pairs; disabled endpoints are left out.
-
-    Raises:
-        ConfigErrors: one problem per endpoint that cannot be built, with its key path
-            (``notifications.endpoints[2]``) and the reason.
-    """
-    built: list[tuple[EndpointConfig, Endpoint]] = []
-    problems: list[ConfigError] = []
-    for index, endpoint_config in enumerate(config.endpoints):
-        if endpoint_config.disabled:
-            continue
-        try:
-            endpoint = endpoint_from_config(
-                endpoint_config,
-                scheduler=scheduler,
-                store=store,
-                store_window=config.store.window,
-                poll_interval=_POLL_INTERVAL if config.store.kind == "redis" else None,
-            )
-            built.append((endpoint_config, endpoint))
-        except (ValueError, TypeError, OSError, ssl.SSLError) as exc:
-            problems.append(
-                ConfigError(
-                    f"notifications.endpoints[{index}]",
-                    f"endpoint {endpoint_config.name!r} cannot be built: {exc}",
-                )
-            )
-    if problems:
-        raise ConfigErrors(problems)
-    return tuple(built)
-
-
-class _StateLog(abc.ObserverBase[Outcome]):
-    """Logs one line per state change of one endpoint (never per attempt).
-
-    A breaker that stays unhealthy goes open -> half open -> open once per backoff; only the
-    first opening and the recovery are worth a line at INFO and above, the trials are DEBUG.
-    """
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-        self._last_error: BaseException | None = None
-        self._open = False
-        self._disabled = False
-
-    def _log(self, level: int, state: str, message: str, *args: object) -> None:
-        log.log(level, message, *args, extra={"endpoint": self._name, "state": state})
-
-    def on_next(self, value: Outcome) -> None:
-        kind = value.kind
-        if kind is OutcomeKind.FAILED:
-            self._last_error = value.error
-        elif kind is OutcomeKind.BREAKER_OPENED:
-            if self._open:
-                self._log(logging.DEBUG, "reopened", "endpoint %s: trial failed", self._name)
-                return
-            self._open = True
-            self._log(
-                logging.WARNING,
-                "breaker_opened",
-                "endpoint %s: breaker opened (last error: %s)",
-                self._name,
-                self._last_error,
-            )
-        elif kind is OutcomeKind.BREAKER_CLOSED:
-            self._open = False
-            self._log(
-                logging.INFO, "recovered", "endpoint %s: recovered, breaker closed", self._name
-            )
-        elif kind is OutcomeKind.BREAKER_HALF_OPEN:
-            self._log(logging.DEBUG, "half_open", "endpoint %s: breaker half open", self._name)
-        elif kind is OutcomeKind.DISABLED:
-            if self._disabled:
-                return
-            self._disabled = True
-            self._log(
-                logging.ERROR,
-                "disabled",
-                "endpoint %s: disabled: the receiver answered %s Gone; it takes no new events "
-                "(counted as Dropped) and its queued ones are dead-lettered. To re-enable it: "
-                "fix the receiver (or its URL), restart the relay, then replay with "
-                "`rxsinks dead-letters replay --endpoint %s`",
-                self._name,
-                value.status or 410,
-                self._name,
-            )
-
-    def on_error(self, error: Exception) -> None:
-        log.error("endpoint %s: outcome stream failed: %s", self._name, error)
-
-    def on_completed(self) -> None:
-        pass
-
-
-class _DeadLetterLog(abc.ObserverBase[DeadLetter]):
-    """Logs an endpoint's dead letters: at ERROR, at most one line a minute with a count.
-
-    Subscribed to every endpoint, it takes over the endpoint's own line per block. Blocks failed
-    because the endpoint is disabled (410 Gone) are DEBUG: the disabling was logged once.
-    """
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-        self._throttle = LogThrottle(log, logging.ERROR, _DEAD_LETTER_LOG_EVERY)
-
-    def on_next(self, value: DeadLetter) -> None:
-        if isinstance(value.error, EndpointDisabledError):
-            log.debug(
-                "endpoint %s: %d event(s) dead-lettered: the endpoint is disabled",
-                self._name,
-                len(value.events),
-            )
-            return
-        self._throttle.failed(
-            "endpoint %s: gave up on %d event(s) after %d attempt(s): %s "
-            "(see `rxsinks dead-letters list`)",
-            self._name,
-            len(value.events),
-            value.attempts,
-            redact_text(str(value.error)),
-        )
-
-    def on_error(self, error: Exception) -> None:
-        pass
-
-    def on_completed(self) -> None:
-        pass
-
-
-class _MemoryBudget:
-    """What the memory store holds: events accepted and not yet settled by every endpoint.
-
-    Each accepted event is held until every endpoint that took it delivered, dead-lettered or
-    dropped it (their outcomes say so); a request that would take the count or the bytes over
-    the bounds is refused with :class:`StoreFullError`, one that is over them by itself with
-    ``fits=False``.
-    """
-
-    def __init__(self, max_events: int | None, max_bytes: int) -> None:
-        self.max_events = max_events
-        self.max_bytes = max_bytes
-        self.events = 0
-        self.bytes = 0
-        # id(event) -> [event, endpoints still holding it, bytes]; the event is kept so that its
-        # id cannot be reused while it is counted
-        self._held: dict[int, list[Any]] = {}
-
-    def admit(self, events: Sequence[Event], takers: Sequence[int], sizes: Sequence[int]) -> None:
-        count = sum(1 for taken in takers if taken)
-        size = sum(size for size, taken in zip(sizes, takers, strict=True) if taken)
-        if (self.max_events is not None and count > self.max_events) or size > self.max_bytes:
-            raise StoreFullError(
-                f"{count} events of {size} bytes are more than the memory store holds at all "
-                f"(store.maxevents {self.max_events}, store.maxsize {self.max_bytes}); send "
-                "fewer per request",
-                fits=False,
-            )
-        if not count:
-            pass
-        elif self.max_events is not None and self.events + count > self.max_events:
-            raise StoreFullError(
-                f"the memory store holds {self.events} events, its limit is {self.max_events} "
-                "(store.maxevents); retry when the endpoints caught up"
-            )
-        elif self.bytes + size > self.max_bytes:
-            raise StoreFullError(
-                f"the memory store holds {self.bytes} bytes of events, its limit is "
-                f"{self.max_bytes} (store.maxsize); retry when the endpoints caught up"
-            )
-        held = self._held
-        for event, taken, event_size in zip(events, takers, sizes, strict=True):
-            if not taken:
-                continue
-            entry = held.get(id(event))
-            if entry is not None:  # the same object accepted again: held once more
-                entry[1] += taken
-                continue
-            held[id(event)] = [event, taken, event_size]
-            self.events += 1
-            self.bytes += event_size
-
-    def release(self, events: Iterable[Any]) -> None:
-        held = self._held
-        for event in events:
-            entry = held.get(id(event))
-            if entry is None or entry[0] is not event:
-                continue
-            entry[1] -= 1
-            if entry[1] <= 0:
-                del held[id(event)]
-                self.events -= 1
-                self.bytes -= entry[2]
-
-    def reset(self) -> None:
-        self._held.clear()
-        self.events = 0
-        self.bytes = 0
-
-
-class _Release(abc.ObserverBase[Outcome]):
-    """Gives the memory budget back as an endpoint settles events."""
-
-    _FINAL = frozenset({OutcomeKind.DELIVERED, OutcomeKind.DEAD_LETTERED, OutcomeKind.DROPPED})
-
-    def __init__(self, budget: _MemoryBudget) -> None:
-        self._budget = budget
-
-    def on_next(self, value: Outcome) -> None:
-        if value.kind in self._FINAL and value.events:
-            self._budget.release(value.events)
-
-    def on_error(self, error: Exception) -> None:
-        pass
-
-    def on_completed(self) -> None:
-        pass
+_PROBE_EVERY: Final = 5.0
 
 
 class Relay:
     """The relay: ingest server, event subject and endpoints, as configured.
+
+    It runs in one of three modes (:attr:`mode`), chosen by ``store.kind``:
+
+    ``"memory"`` (``kind: memory``)
+        The endpoints are subscribed to :attr:`subject`; accepted events go straight to their
+        queues, within the memory store's bounds. Nothing survives a restart.
+    ``"local"`` (SQLite)
+        :meth:`accept` commits events to the store first, then hands each endpoint the events it
+        takes (:meth:`~rxsinks.Endpoint.on_stored`); every endpoint delivers here and resumes
+        its backlog at start. The store is locked: one relay per file.
+    ``"shared"`` (Redis)
+        Several relays share the store. Each delivers only for the endpoints whose lease it
+        holds (a :class:`~rxsinks.LeaseManager`), with a fresh endpoint per lease; the endpoints
+        built from the configuration only decide which events each endpoint takes.
 
     Args:
         config: the validated configuration (:func:`~rxsinks._service.config.load_config`).
@@ -505,23 +116,26 @@ class Relay:
 
     def __init__(self, config: RelayConfig, *, scheduler: abc.SchedulerBase | None = None) -> None:
         self.config = config
+        self.mode: Mode = _MODES[config.store.kind]
+        """``"memory"``, ``"local"`` or ``"shared"`` (see the class docstring)."""
         self.store = open_store(config.store, exclusive=True)
         pairs = build_endpoints(config, scheduler=scheduler, store=self.store)
         self.endpoint_configs: tuple[EndpointConfig, ...] = tuple(cfg for cfg, _ in pairs)
+        # every enabled endpoint, in file order: they decide which events each endpoint takes;
+        # they deliver too, except in shared mode (see _live)
         self._built: tuple[Endpoint, ...] = tuple(endpoint for _, endpoint in pairs)
         self._scheduler = scheduler
-        # with Redis, several relays share the endpoints: each delivers only for those it holds
-        # the lease of, with a fresh Endpoint per lease; the built ones then only filter
-        self._shared = config.store.kind == "redis"
+        # the endpoints delivering here, by name: all of them, or in shared mode those whose
+        # lease this relay holds (a fresh Endpoint per lease)
         self._live: dict[str, Endpoint] = (
-            {} if self._shared else {endpoint.name: endpoint for endpoint in self._built}
+            {} if self.mode == "shared" else {endpoint.name: endpoint for endpoint in self._built}
         )
-        self._leases: Any = None  # a LeaseManager with a Redis store
+        self._leases: LeaseManager | None = None  # shared mode, once started
         self.instance_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.subject = EventSubject()
-        self._budget: _MemoryBudget | None = None
+        self._budget: MemoryBudget | None = None
         if self.store is None:
-            self._budget = _MemoryBudget(
+            self._budget = MemoryBudget(
                 config.store.memory_max_events, config.store.memory_max_bytes
             )
         self._unsubscribed: set[str] = set()  # disabled endpoints taken off the subject
@@ -532,6 +146,8 @@ class Relay:
             # a durable endpoint is fed by accept() once the store committed (with the seq);
             # the subject still carries every accepted event for other observers
         self.app = ingest_app(self)
+        # the operator's page (/ui) and its JSON API (/api/...), behind the ingest's token
+        setup_ui(self.app, self, self.app[INGEST], self.app[INGEST].authorized)
         self._runner: web.AppRunner | None = None
         self._address: tuple[str, int] | None = None
         self._accepting = False
@@ -541,10 +157,10 @@ class Relay:
         self._probed = 0.0
 
     def _watch(self, endpoint: Endpoint) -> None:
-        endpoint.outcomes.subscribe(_StateLog(endpoint.name))
-        endpoint.dead_letters.subscribe(_DeadLetterLog(endpoint.name))
+        endpoint.outcomes.subscribe(StateLog(endpoint.name))
+        endpoint.dead_letters.subscribe(DeadLetterLog(endpoint.name))
         if self._budget is not None:
-            endpoint.outcomes.subscribe(_Release(self._budget))
+            endpoint.outcomes.subscribe(Release(self._budget))
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
@@ -556,7 +172,7 @@ class Relay:
     def leases(self) -> LeaseManager | None:
         """With a Redis store, the lease manager deciding which instance delivers for which
         endpoint (once started); otherwise ``None``."""
-        return cast("LeaseManager | None", self._leases)
+        return self._leases
 
     @property
     def memory_held(self) -> tuple[int, int] | None:
@@ -627,7 +243,7 @@ class Relay:
             # start with its message
             await self.store.open()
             await self._report_orphans()
-            if self._shared:
+            if self.mode == "shared":
                 from .._store.lease import LeaseManager  # needs the optional `redis` package
 
                 assert self.config.store.url is not None
@@ -641,7 +257,7 @@ class Relay:
                 self._leases.start()
             else:
                 for endpoint in self._built:
-                    endpoint.start()  # resumes each endpoint's backlog from the store
+                    self._start_endpoint(endpoint)
             self._compactor = asyncio.ensure_future(self._compact_regularly())
         runner = ingest_runner(self.app, ingest, _HANDLER_SHUTDOWN)
         await runner.setup()
@@ -680,6 +296,17 @@ class Relay:
             ", ".join(endpoint.name for endpoint in self.endpoints) or "none",
             extra={"url": self.url},
         )
+
+    def _start_endpoint(self, endpoint: Endpoint) -> None:
+        """Start an endpoint on its backlog; options its store cannot serve are a problem of
+        the configuration, reported at the endpoint's key path."""
+        try:
+            endpoint.start()  # resumes the endpoint's backlog from the store
+        except ValueError as exc:
+            index = [cfg.name for cfg in self.config.endpoints].index(endpoint.name)
+            raise ConfigErrors(
+                [ConfigError(f"notifications.endpoints[{index}]", str(exc))]
+            ) from None
 
     async def accept(self, events: Sequence[Event], *, size: int | None = None) -> None:
         """Take accepted events in: the one place where events enter the relay.
@@ -881,7 +508,7 @@ class Relay:
             scheduler=self._scheduler,
             store=self.store,
             store_window=self.config.store.window,
-            poll_interval=_POLL_INTERVAL,
+            poll_interval=POLL_INTERVAL,
         )
         self._watch(endpoint)
         endpoint.start()  # reads the endpoint's whole backlog: nothing another relay left

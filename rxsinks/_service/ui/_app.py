@@ -64,13 +64,13 @@ from yarl import URL
 from ..._endpoint import Endpoint
 from ..._exceptions import StoreError
 from ..._redact import redact_text, redact_url
+from ..._version import __version__
 from ..config import REDACTED, EndpointConfig, RelayConfig
 from ._auth import COOKIE, SESSION_SECONDS, Access, Auth, same_origin_problem
 from ._history import HISTORY, RESOLUTION, History
 
 if TYPE_CHECKING:
-    from ..ingest import ConnectionGuard
-    from ..relay import Relay
+    from ..ingest import ConnectionGuard, Relay
 
 __all__ = ["OPERATOR_UI", "IngestCounters", "OperatorUI", "setup_ui"]
 
@@ -125,14 +125,15 @@ class Secrets:
             values |= _url_secrets(config.store.url)
         for endpoint in config.endpoints:
             values |= _url_secrets(endpoint.url)
-            if endpoint.secret is not None:
-                values.add(endpoint.secret)
-            for name, header_values in endpoint.headers.items():
-                if endpoint.is_secret_header(name):
-                    for value in header_values:
-                        values.add(value)
-                        # "Bearer abc": the credential alone may be echoed too
-                        values.update(part for part in value.split() if len(part) >= 8)
+            secret = endpoint.webhook.secret
+            if secret is not None:
+                values.add(secret.text)
+            headers = endpoint.webhook.headers
+            for name, value in headers.items:
+                if headers.is_secret(name):
+                    values.add(value)
+                    # "Bearer abc": the credential alone may be echoed too
+                    values.update(part for part in value.split() if len(part) >= 8)
         # longest first: a secret that contains another is masked whole
         self._values = sorted((v for v in values if len(v) >= _MIN_SECRET), key=len, reverse=True)
 
@@ -385,8 +386,6 @@ class OperatorUI:
 
     def ingest_view(self) -> dict[str, Any]:
         """The ingest panel as ``GET /api/ingest`` gives it."""
-        from ... import __version__
-
         now = time.time()
         relay = self.relay
         endpoints = relay.endpoints
@@ -619,8 +618,6 @@ class OperatorUI:
                 "No ingest.token is configured: this page is open to anyone on this machine "
                 "(the relay listens on loopback only). Dead letters and replay need a token."
             )
-        from ... import __version__
-
         return _html(
             _render(
                 f"{view}.html",
