@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,6 +48,19 @@ async def test_append_read_confirm_in_order(store: SQLiteStore) -> None:
     assert [seq for seq, _ in await store.read("a", 0, 100)] == seqs[3:]
     assert [seq for seq, _ in await store.read("a", seqs[5], 2)] == seqs[6:8]
     assert await store.pending() == 12
+
+
+async def test_read_arrivals_tells_when_the_store_accepted_each_event(store: SQLiteStore) -> None:
+    # a delivery delay counts from it (for an event without a timestamp), across restarts
+    before = time.time()
+    seqs = await store.append(events(2), [["a"], ["a"]])
+    after = time.time()
+    rows = await store.read_arrivals("a", 0, 10)
+    assert [seq for seq, _, _ in rows] == seqs
+    assert all(when is not None and before <= when <= after for _, _, when in rows)
+    assert [(seq, event.id) for seq, event, _ in rows] == [
+        (seq, event.id) for seq, event in await store.read("a", 0, 10)
+    ]
 
 
 async def test_an_event_with_a_lone_surrogate_is_stored_and_read_back(store: SQLiteStore) -> None:
