@@ -181,6 +181,45 @@ async def test_journal_confirms_of_a_killed_process_are_applied_at_the_next_open
         await again.close()
 
 
+async def test_journal_confirms_out_of_order_remove_exactly_those_deliveries(
+    tmp_path: Path,
+) -> None:
+    # blocks of several keys delivered side by side are confirmed as they finish, in any seq
+    # order: a record names one (endpoint, seq), so a killed process's records remove exactly
+    # the confirmed deliveries, and the blocks still in flight stay for the next process
+    path = tmp_path / "s.db"
+    script = textwrap.dedent(
+        f"""
+        import asyncio, os
+        import rxsinks
+        from rxsinks._store.sqlite import SQLiteStore
+
+        async def main():
+            store = SQLiteStore({str(path)!r})
+            await store.open()
+            batch = [rxsinks.Event.new("push", id=f"k{{i}}") for i in range(10)]
+            seqs = await store.append(batch, [["a", "b"]] * 10)
+            while not store.confirm_now("a", seqs[6:7]):
+                await asyncio.sleep(0.01)
+            for block in ([1, 2], [8], [4]):
+                assert store.confirm_now("a", [seqs[i] for i in block])
+            os.kill(os.getpid(), 9)  # before the store thread applied anything
+
+        asyncio.run(main())
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], timeout=60, env=dict(os.environ))
+    assert done.returncode == -9
+    again = SQLiteStore(path)
+    await again.open()
+    try:
+        rows = await again.read("a", 0, 100)
+        assert [event.id for _, event in rows] == ["k0", "k3", "k5", "k7", "k9"]
+        assert await again.pending("b") == 10  # the other endpoint confirmed nothing
+    finally:
+        await again.close()
+
+
 async def test_without_a_journal_confirms_commit_one_by_one(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
