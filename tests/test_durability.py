@@ -33,13 +33,18 @@ from tests.serve import DEADLINE, Receiver, Serve, free_port, make_events, post_
 pytest_plugins = ["tests.redis_server"]  # the redis_url fixture
 
 
+async def hook(aiohttp_server: Any, handle: Any) -> str:
+    """Serve ``handle`` at ``/hook`` on a free loopback port; returns the URL."""
+    app = web.Application()
+    app.router.add_post("/hook", handle)
+    server = await aiohttp_server(app)
+    return str(server.make_url("/hook"))
+
+
 @pytest.fixture
 async def receiver(aiohttp_server: Any) -> AsyncIterator[tuple[Receiver, str]]:
     target = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", target.handle)
-    server = await aiohttp_server(app)
-    yield target, str(server.make_url("/hook"))
+    yield target, await hook(aiohttp_server, target.handle)
 
 
 @pytest.fixture
@@ -276,6 +281,24 @@ class HoldingReceiver:
         self.answered.append(ids)
         return web.Response(status=200)
 
+    def killed(self) -> tuple[list[list[str]], int]:
+        """The relay was killed: returns the blocks held (in flight at the kill) and how many
+        blocks were answered before; from now on every request is answered."""
+        held, before = [list(block) for block in self.held], len(self.answered)
+        self.hold_after = None
+        self.release.set()
+        return held, before
+
+    async def until_every(self, events: list[rxsinks.Event]) -> None:
+        """Wait until every one of ``events`` was answered 200, and a little more: anything
+        extra (a repeat) would arrive then."""
+        expected = {event.id for event in events}
+        await until(
+            lambda: {name for block in self.answered for name in block} == expected,
+            "every event",
+        )
+        await asyncio.sleep(0.3)
+
 
 class Child:
     """tests/durable_child.py in a subprocess."""
@@ -310,13 +333,37 @@ class Child:
             self.proc.stdout.close()
 
 
+def check_crash(
+    events: list[rxsinks.Event],
+    target: HoldingReceiver,
+    held: list[list[str]],
+    blocks_before: int,
+) -> None:
+    """After a crash with ``held`` in flight (``blocks_before`` blocks answered before it) and a
+    restart that delivered the rest: every event was answered 200 once, each repository in
+    order; the held blocks, of four repositories, arrived twice, first for their repository
+    after the restart, and nothing else arrived twice."""
+    answered = [name for block in target.answered for name in block]
+    assert sorted(answered) == sorted(event.id for event in events)
+    repository = {event.id: event.target.repository for event in events}
+    assert len({repository[block[0]] for block in held}) == 4  # four keys in flight
+    seen = [name for block in target.seen for name in block]
+    repeated = sorted(name for name in set(seen) if seen.count(name) > 1)
+    assert repeated == sorted(name for block in held for name in block)
+    assert all(seen.count(name) == 2 for name in repeated)
+    for key in set(repository.values()):
+        mine = [name for name in answered if repository[name] == key]
+        assert mine == sorted(mine)  # each repository in order, across the crash
+    restarted = target.answered[blocks_before:]
+    for block in held:
+        first = next(b for b in restarted if repository[b[0]] == repository[block[0]])
+        assert first[: len(block)] == block
+
+
 @pytest.fixture
 async def holding(aiohttp_server: Any) -> AsyncIterator[tuple[HoldingReceiver, str]]:
     target = HoldingReceiver()
-    app = web.Application()
-    app.router.add_post("/hook", target.handle)
-    server = await aiohttp_server(app)
-    yield target, str(server.make_url("/hook"))
+    yield target, await hook(aiohttp_server, target.handle)
     target.release.set()
 
 
@@ -361,42 +408,18 @@ async def test_a_crash_with_several_keys_in_flight_repeats_only_the_blocks_in_fl
                 assert asyncio.get_running_loop().time() < deadline, "confirms never landed"
                 await asyncio.sleep(0.02)
         await child.kill()
-        held = [list(block) for block in target.held]
-        before = [name for block in target.answered for name in block]
-        blocks_before = len(target.answered)
-        target.hold_after = None
-        target.release.set()
-
+        held, blocks_before = target.killed()
         await again.start()
-        expected = {event.id for event in events}
-        await until(
-            lambda: {name for block in target.answered for name in block} == expected,
-            "every event",
-        )
-        await asyncio.sleep(0.3)  # anything extra (a repeat) would arrive now
+        await target.until_every(events)
     finally:
         child.stop()
         again.stop()
         if kind == "redis":
             await store.close()
 
-    answered = [name for block in target.answered for name in block]
-    assert len(answered) == len(events)  # nothing answered 200 was delivered again
-    repository = {event.id: event.target.repository for event in events}
-    assert len({repository[block[0]] for block in held}) == 4  # four keys in flight
-    seen = [name for block in target.seen for name in block]
-    repeated = sorted(name for name in set(seen) if seen.count(name) > 1)
-    assert repeated == sorted(name for block in held for name in block)  # only those, once
-    assert all(seen.count(name) == 2 for name in repeated)
-    for key in {repository[name] for name in answered}:
-        mine = [name for name in answered if repository[name] == key]
-        assert mine == sorted(mine)  # each repository in order, across the crash
+    check_crash(events, target, held, blocks_before)
+    before = [name for block in target.answered[:blocks_before] for name in block]
     assert before != sorted(before)  # blocks were confirmed out of seq order before the kill
-    # after the restart, each held block's events went first for their repository
-    restarted = target.answered[blocks_before:]
-    for block in held:
-        first = next(b for b in restarted if repository[b[0]] == repository[block[0]])
-        assert first[: len(block)] == block
 
 
 def _serve_takes_concurrency() -> bool:
@@ -464,32 +487,11 @@ async def test_serve_killed_with_several_keys_in_flight_repeats_only_those_block
         await post_all(serve, events)
         await until(lambda: len(target.held) == 4, "four blocks in flight")
         assert await serve.signal(signal.SIGKILL) == -signal.SIGKILL
-        held = [list(block) for block in target.held]
-        blocks_before = len(target.answered)
-        target.hold_after = None
-        target.release.set()
+        held, blocks_before = target.killed()
         await again.start()
-        expected = {event.id for event in events}
-        await until(
-            lambda: {name for block in target.answered for name in block} == expected,
-            "every event",
-        )
-        await asyncio.sleep(0.3)  # anything extra (a repeat) would arrive now
+        await target.until_every(events)
         assert await again.signal(signal.SIGTERM) == 0
     finally:
         serve.kill()
         again.kill()
-    answered = [name for block in target.answered for name in block]
-    assert len(answered) == len(events)  # nothing answered 200 was delivered again
-    repository = {event.id: event.target.repository for event in events}
-    assert len({repository[block[0]] for block in held}) == 4
-    seen = [name for block in target.seen for name in block]
-    repeated = sorted(name for name in set(seen) if seen.count(name) > 1)
-    assert repeated == sorted(name for block in held for name in block)
-    for key in set(repository.values()):
-        mine = [name for name in answered if repository[name] == key]
-        assert mine == sorted(mine)
-    restarted = target.answered[blocks_before:]
-    for block in held:
-        first = next(b for b in restarted if repository[b[0]] == repository[block[0]])
-        assert first[: len(block)] == block
+    check_crash(events, target, held, blocks_before)

@@ -144,10 +144,10 @@ async def test_confirm_now_is_seen_by_every_later_read(store: SQLiteStore) -> No
     assert await store.pending("b") == 6  # another endpoint's rows are untouched
 
 
-async def test_journal_confirms_of_a_killed_process_are_applied_at_the_next_open(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "s.db"
+def confirm_and_die(path: Path, endpoints: list[str], blocks: list[list[int]]) -> None:
+    """In a process of its own: store ten events ``k0``..``k9`` for ``endpoints``, note the
+    events at these indexes confirmed for endpoint ``a``, block by block, in the journal, and
+    die by SIGKILL before the store thread applied any of it."""
     script = textwrap.dedent(
         f"""
         import asyncio, os
@@ -158,17 +158,26 @@ async def test_journal_confirms_of_a_killed_process_are_applied_at_the_next_open
             store = SQLiteStore({str(path)!r})
             await store.open()
             batch = [rxsinks.Event.new("push", id=f"k{{i}}") for i in range(10)]
-            seqs = await store.append(batch, [["a"]] * 10)
-            while not store.confirm_now("a", seqs[:1]):
+            seqs = await store.append(batch, [{endpoints!r}] * 10)
+            blocks = [[seqs[i] for i in block] for block in {blocks!r}]
+            while not store.confirm_now("a", blocks[0]):  # (the endpoint gets a journal id)
                 await asyncio.sleep(0.01)
-            assert store.confirm_now("a", seqs[1:4])
-            os.kill(os.getpid(), 9)  # before the store thread applied anything
+            for block in blocks[1:]:
+                assert store.confirm_now("a", block)
+            os.kill(os.getpid(), 9)
 
         asyncio.run(main())
         """
     )
     done = subprocess.run([sys.executable, "-c", script], timeout=60, env=dict(os.environ))
     assert done.returncode == -9
+
+
+async def test_journal_confirms_of_a_killed_process_are_applied_at_the_next_open(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    confirm_and_die(path, ["a"], [[0], [1, 2, 3]])
     # what SQLite alone says: the four confirmed rows are still there
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == 10
@@ -188,28 +197,7 @@ async def test_journal_confirms_out_of_order_remove_exactly_those_deliveries(
     # order: a record names one (endpoint, seq), so a killed process's records remove exactly
     # the confirmed deliveries, and the blocks still in flight stay for the next process
     path = tmp_path / "s.db"
-    script = textwrap.dedent(
-        f"""
-        import asyncio, os
-        import rxsinks
-        from rxsinks._store.sqlite import SQLiteStore
-
-        async def main():
-            store = SQLiteStore({str(path)!r})
-            await store.open()
-            batch = [rxsinks.Event.new("push", id=f"k{{i}}") for i in range(10)]
-            seqs = await store.append(batch, [["a", "b"]] * 10)
-            while not store.confirm_now("a", seqs[6:7]):
-                await asyncio.sleep(0.01)
-            for block in ([1, 2], [8], [4]):
-                assert store.confirm_now("a", [seqs[i] for i in block])
-            os.kill(os.getpid(), 9)  # before the store thread applied anything
-
-        asyncio.run(main())
-        """
-    )
-    done = subprocess.run([sys.executable, "-c", script], timeout=60, env=dict(os.environ))
-    assert done.returncode == -9
+    confirm_and_die(path, ["a", "b"], [[6], [1, 2], [8], [4]])
     again = SQLiteStore(path)
     await again.open()
     try:

@@ -67,13 +67,37 @@ def started(window: Window, store: Store, now: float = 0.0) -> None:
         window.read(read, store.rows(read), now)
 
 
+def put(window: Window, store: Store, *names: str) -> None:
+    """Store events named ``names`` and hand them to the window, as the relay's ingest does."""
+    for seq, e in store.add(*names):
+        window.put(seq, e, 0.0)
+
+
+def play(window: Window, store: Store, now: float = 0.0) -> list[str]:
+    """Play the driver with a receiver and a store that always succeed, at once, until nothing
+    more happens; returns the ids delivered, in order."""
+    got: list[str] = []
+    while True:
+        write = window.next_write(now)
+        if write is not None:
+            store.waiting.difference_update(write.seqs)
+            window.written(write)
+        block = window.take(now)
+        if block is not None:
+            got += ids(block)
+            window.done(block, None, 1)
+        elif (read := window.next_read(now)) is not None:
+            window.read(read, store.rows(read), now)
+        elif write is None:
+            return got
+
+
 def test_blocks_hold_one_key_each_and_keys_go_side_by_side() -> None:
     store = Store()
     window = Window(block_size=2, window=16, concurrency=3, key=repository)
     started(window, store)
     assert window.live
-    for seq, e in store.add("a1", "a2", "b1", "a3", "c1", "b2"):
-        window.put(seq, e, 0.0)
+    put(window, store, "a1", "a2", "b1", "a3", "c1", "b2")
     first, second, third = window.take(0), window.take(0), window.take(0)
     assert [ids(first), ids(second), ids(third)] == [["a1", "a2"], ["b1", "b2"], ["c1"]]
     assert window.take(0) is None  # three in flight: the concurrency
@@ -88,8 +112,7 @@ def test_without_a_key_blocks_are_consecutive_events_in_parallel() -> None:
     store = Store()
     window = Window(block_size=2, window=16, concurrency=2)
     started(window, store)
-    for seq, e in store.add("a1", "b1", "a2", "c1", "a3"):
-        window.put(seq, e, 0.0)
+    put(window, store, "a1", "b1", "a2", "c1", "a3")
     assert [ids(window.take(0)), ids(window.take(0))] == [["a1", "b1"], ["a2", "c1"]]
     assert window.take(0) is None
 
@@ -106,8 +129,7 @@ def test_confirms_noted_at_once_release_blocks_out_of_order() -> None:
         count_out=released.append,
     )
     started(window, store)
-    for seq, e in store.add("a1", "b1", "c1", "a2"):
-        window.put(seq, e, 0.0)
+    put(window, store, "a1", "b1", "c1", "a2")
     a1, b1, c1 = window.take(0), window.take(0), window.take(0)
     assert a1 is not None and b1 is not None and c1 is not None
     window.done(c1, None, 1)
@@ -123,8 +145,7 @@ def test_a_confirm_write_goes_one_at_a_time_and_takes_every_confirm_waiting() ->
     store = Store()
     window = Window(block_size=1, window=8, concurrency=4, key=repository)
     started(window, store)
-    for seq, e in store.add("a1", "b1", "c1", "a2"):
-        window.put(seq, e, 0.0)
+    put(window, store, "a1", "b1", "c1", "a2")
     a1, b1, c1 = window.take(0), window.take(0), window.take(0)
     assert a1 is not None and b1 is not None and c1 is not None
     window.done(a1, None, 1)
@@ -144,8 +165,7 @@ def test_a_failed_write_is_retried_later_and_a_dead_letter_holds_its_key() -> No
     store = Store()
     window = Window(block_size=1, window=8, concurrency=2, key=repository)
     started(window, store)
-    for seq, e in store.add("a1", "a2", "b1"):
-        window.put(seq, e, 0.0)
+    put(window, store, "a1", "a2", "b1")
     a1 = window.take(0)
     assert ids(window.take(0)) == ["b1"]
     assert a1 is not None
@@ -183,23 +203,7 @@ def test_a_full_window_reads_the_rest_back_in_order() -> None:
     for seq, e in added:
         window.put(seq, e, 0.0)
     assert not window.live and window.buffered == 4
-    got = []
-    while len(got) < 10:
-        block = window.take(0)
-        if block is None:
-            read = window.next_read(0)
-            assert read is not None and read.kind is ReadKind.FORWARD
-            window.read(read, store.rows(read), 0)
-            continue
-        got += ids(block)
-        window.done(block, None, 1)
-        write = window.next_write(0)
-        assert write is not None
-        store.waiting.difference_update(write.seqs)
-        window.written(write)
-    while (read := window.next_read(0)) is not None:
-        window.read(read, store.rows(read), 0)
-    assert got == [f"a{i}" for i in range(10)]
+    assert play(window, store) == [f"a{i}" for i in range(10)]
     assert window.live and window.idle and store.waiting == set()
 
 
@@ -208,42 +212,16 @@ def test_a_stuck_key_buffers_at_most_its_share_and_the_others_go_on() -> None:
     window = Window(block_size=1, window=8, concurrency=2, key=repository)
     started(window, store)
     names = [f"a{i}" for i in range(20)] + ["b0", "b1"] + [f"a{i}" for i in range(20, 30)]
-    for seq, e in store.add(*names):
-        window.put(seq, e, 0.0)
+    put(window, store, *names)
     stuck = window.take(0)
     assert ids(stuck) == ["a0"]  # never done: its key is stuck
     assert window.truncated == {"a": 5}  # a buffers window // concurrency events: a1-a4
-    got: list[str] = []
-    for _ in range(10):
-        block = window.take(0)
-        if block is not None:
-            got += ids(block)
-            window.done(block, None, 1)
-            write = window.next_write(0)
-            assert write is not None
-            store.waiting.difference_update(write.seqs)
-            window.written(write)
-        elif (read := window.next_read(0)) is not None:
-            window.read(read, store.rows(read), 0)
-    assert got == ["b0", "b1"]
+    assert play(window, store) == ["b0", "b1"]
     assert window.buffered <= window.cap
     # a comes unstuck: its events go in order, the truncated ones read back from the store
     assert stuck is not None
     window.done(stuck, None, 1)
-    while True:
-        write = window.next_write(0)
-        if write is not None:
-            store.waiting.difference_update(write.seqs)
-            window.written(write)
-        block = window.take(0)
-        if block is not None:
-            got += ids(block)
-            window.done(block, None, 1)
-        elif (read := window.next_read(0)) is not None:
-            window.read(read, store.rows(read), 0)
-        elif write is None:
-            break
-    assert got == ["b0", "b1"] + [f"a{i}" for i in range(1, 30)]
+    assert play(window, store) == [f"a{i}" for i in range(1, 30)]
     assert window.idle and not store.waiting
 
 
@@ -274,8 +252,7 @@ def test_the_delivery_delay_holds_a_key_and_not_the_others() -> None:
         due=lambda e, arrived: due[e.id],
     )
     started(window, store)
-    for seq, e in store.add("a1", "b1", "a2"):
-        window.put(seq, e, 0.0)
+    put(window, store, "a1", "b1", "a2")
     assert window.take(0.0) is None
     assert window.ready_at(0.0) == 1.0
     assert ids(window.take(1.0)) == ["b1"]
@@ -313,8 +290,7 @@ def test_a_rescan_reads_from_the_start_and_skips_what_is_in_flight_or_recorded()
     store = Store()
     window = Window(block_size=1, window=8, concurrency=2, key=repository)
     started(window, store)
-    for seq, e in store.add("a1", "b1", "a2"):
-        window.put(seq, e, 0.0)
+    put(window, store, "a1", "b1", "a2")
     a1, b1 = window.take(0), window.take(0)
     assert a1 is not None and b1 is not None
     window.rescan()
