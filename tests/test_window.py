@@ -225,6 +225,27 @@ def test_a_stuck_key_buffers_at_most_its_share_and_the_others_go_on() -> None:
     assert window.idle and not store.waiting
 
 
+def test_a_catch_up_read_asks_for_no_more_rows_than_the_keys_behind_can_take() -> None:
+    # a single busy repository: its later events are re-read from its mark, a few at a time,
+    # never a whole window of rows to keep a handful
+    store = Store()
+    window = Window(
+        block_size=1, window=8, concurrency=2, key=repository, confirm_now=store.confirm_now
+    )
+    started(window, store)
+    put(window, store, *(f"a{i}" for i in range(10)))
+    assert window.truncated == {"a": 5}  # a0-a3 buffered (its cap: 8 // 2)
+    for _ in range(2):
+        block = window.take(0)
+        assert block is not None
+        window.done(block, None, 1)
+    read = window.next_read(0)
+    assert read is not None and read.kind is ReadKind.CATCH_UP
+    assert (read.after, read.limit) == (4, 2)  # a2, a3 buffered: room for two more of a
+    window.read(read, store.rows(read), 0)
+    assert play(window, store) == [f"a{i}" for i in range(2, 10)]
+
+
 def test_a_partial_block_of_live_events_waits_max_delay_and_a_read_back_one_does_not() -> None:
     store = Store()
     window = Window(block_size=3, window=8, max_delay=2.0)

@@ -496,13 +496,18 @@ class Window:
         if room <= 0:
             return None
         if self._truncated:
-            half = self.cap // 2
+            cap = self.cap
             lanes = self._lanes
-            marks = [
-                mark for key, mark in self._truncated.items() if len(lanes.get(key, ())) <= half
+            wanting = [
+                (mark, cap - len(lanes.get(key, ())))
+                for key, mark in self._truncated.items()
+                if len(lanes.get(key, ())) <= cap // 2
             ]
-            if marks:
-                return Read(ReadKind.CATCH_UP, min(marks) - 1, room, self._cursor)
+            if wanting:
+                # no more rows than these keys can take: a hot key's rows are most of them
+                fits = sum(free for _, free in wanting)
+                after = min(mark for mark, _ in wanting) - 1
+                return Read(ReadKind.CATCH_UP, after, min(room, fits), self._cursor)
         if self._live or self.buffered > self.window // 2:
             return None
         return Read(ReadKind.FORWARD, self._cursor, room)
