@@ -59,8 +59,10 @@ class Backlog(Protocol[_T, _B]):
         ...
 
     def ready_at(self) -> float | None:
-        """When a block held back by time (a delivery delay) may go, on the stage's clock; the
-        stage asks after :meth:`take` returned ``None``, and wakes itself then."""
+        """When something held back by time may happen (a block's delivery delay; for a durable
+        backlog also a partial block's batching wait and a store retry), on the stage's clock;
+        the stage asks after :meth:`take` returned ``None``, and wakes itself (takes again)
+        then."""
         ...
 
     def done(self, block: _B, error: BaseException | None, attempts: int) -> None:
@@ -104,8 +106,9 @@ class Hold(Generic[_T]):
         self.now = now
         self.wall = wall
 
-    def due(self, item: _T) -> float:
-        """When ``item``, arriving now, may go."""
+    def due(self, item: _T, arrived: float | None = None) -> float:
+        """When ``item`` may go, on the stage's clock: ``delay`` after its timestamp, or after
+        ``arrived`` (wall-clock seconds; ``None``: it arrives now) when it has none."""
         now = self.now()
         stamp = None
         if self.timestamp is not None:
@@ -114,7 +117,9 @@ class Hold(Generic[_T]):
             except Exception:  # an unreadable time must not lose the item: its arrival counts
                 log.exception("delivery timestamp function raised on %r", item)
         if stamp is None:
-            return now + self.delay
+            if arrived is None:
+                return now + self.delay
+            stamp = arrived  # (a durable store knows when it accepted the item)
         wall = self.wall() if self.wall is not None else time.time()
         return now + max(0.0, stamp + self.delay - wall)
 
@@ -413,9 +418,20 @@ class Keyed(Fifo[_T]):
 
 
 class BacklogFactory(Protocol[_T_co]):
-    """Makes one stage subscription's backlog (a :class:`~rxsinks.Queue` or a durable queue)."""
+    """Makes one stage subscription's backlog (a durable queue does).
 
-    def backlog(self, key: Callable[[Any], Hashable] | None, concurrency: int) -> Any: ...
+    The stage passes its ``key`` and ``concurrency``, its ``delay``/``timestamp`` as a
+    :class:`Hold` (``None`` without them), and its clock: every time the backlog gives
+    (:meth:`Backlog.ready_at`) is on that clock.
+    """
+
+    def backlog(
+        self,
+        key: Callable[[Any], Hashable] | None,
+        concurrency: int,
+        hold: Hold[Any] | None,
+        clock: Callable[[], float],
+    ) -> Any: ...
 
 
 def events_of(block: Any) -> tuple[Any, ...]:

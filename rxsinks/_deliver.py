@@ -179,14 +179,16 @@ class Deliver(Generic[_T, _B]):
 
     def _make_backlog(self, scheduler: abc.SchedulerBase) -> Any:
         queue = self._queue
+        hold = None
+        if self.delay or self.timestamp is not None:
+            hold = Hold(self.delay, self.timestamp, clock_of(scheduler))
         if isinstance(queue, Queue):
-            hold = None
-            if self.delay or self.timestamp is not None:
-                hold = Hold(self.delay, self.timestamp, clock_of(scheduler))
             if self.concurrency > 1 and self.key is not None:
                 return Keyed(queue, self.key, hold)
             return Fifo(queue, hold)
-        return queue.backlog(self.key, self.concurrency)
+        # a durable backlog times its waits (delay, batching, store retries) on the stage's
+        # clock, so the stage's scheduler (virtual time too) drives them through ready_at
+        return queue.backlog(self.key, self.concurrency, hold, clock_of(scheduler))
 
     def __call__(self, source: Observable[_T]) -> Observable[Outcome]:
         def subscribe(

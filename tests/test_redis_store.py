@@ -59,6 +59,22 @@ async def test_append_read_confirm_in_order(store: RedisStore) -> None:
     assert await store.append([], []) == []
 
 
+async def test_read_arrivals_tells_when_each_event_was_appended(store: RedisStore) -> None:
+    # a delivery delay counts from it (for an event without a timestamp), across restarts; a
+    # delivery put back from the dead letters has served its delay already: unknown
+    before = time.time()
+    seqs = await store.append(events(3), [["a"], ["a"], ["a"]])
+    after = time.time()
+    await store.dead_letter("a", seqs[1:2], "x", 1)
+    await store.replay("a")
+    rows = await store.read_arrivals("a", 0, 10)
+    assert [seq for seq, _, _ in rows] == seqs
+    first, replayed, last = (when for _, _, when in rows)
+    assert first is not None and before <= first <= after and first == last
+    assert replayed is None
+    assert [e.id for _, e, _ in rows] == [e.id for _, e in await store.read("a", 0, 10)]
+
+
 async def test_dead_letters_list_and_replay_keep_the_original_order(store: RedisStore) -> None:
     seqs = await store.append(events(4), [["a"]] * 4)
     await store.dead_letter("a", seqs[1:3], "422 Unprocessable Entity", 3)

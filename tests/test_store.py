@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,6 +48,19 @@ async def test_append_read_confirm_in_order(store: SQLiteStore) -> None:
     assert [seq for seq, _ in await store.read("a", 0, 100)] == seqs[3:]
     assert [seq for seq, _ in await store.read("a", seqs[5], 2)] == seqs[6:8]
     assert await store.pending() == 12
+
+
+async def test_read_arrivals_tells_when_the_store_accepted_each_event(store: SQLiteStore) -> None:
+    # a delivery delay counts from it (for an event without a timestamp), across restarts
+    before = time.time()
+    seqs = await store.append(events(2), [["a"], ["a"]])
+    after = time.time()
+    rows = await store.read_arrivals("a", 0, 10)
+    assert [seq for seq, _, _ in rows] == seqs
+    assert all(when is not None and before <= when <= after for _, _, when in rows)
+    assert [(seq, event.id) for seq, event, _ in rows] == [
+        (seq, event.id) for seq, event in await store.read("a", 0, 10)
+    ]
 
 
 async def test_an_event_with_a_lone_surrogate_is_stored_and_read_back(store: SQLiteStore) -> None:
@@ -130,10 +144,10 @@ async def test_confirm_now_is_seen_by_every_later_read(store: SQLiteStore) -> No
     assert await store.pending("b") == 6  # another endpoint's rows are untouched
 
 
-async def test_journal_confirms_of_a_killed_process_are_applied_at_the_next_open(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "s.db"
+def confirm_and_die(path: Path, endpoints: list[str], blocks: list[list[int]]) -> None:
+    """In a process of its own: store ten events ``k0``..``k9`` for ``endpoints``, note the
+    events at these indexes confirmed for endpoint ``a``, block by block, in the journal, and
+    die by SIGKILL before the store thread applied any of it."""
     script = textwrap.dedent(
         f"""
         import asyncio, os
@@ -144,17 +158,26 @@ async def test_journal_confirms_of_a_killed_process_are_applied_at_the_next_open
             store = SQLiteStore({str(path)!r})
             await store.open()
             batch = [rxsinks.Event.new("push", id=f"k{{i}}") for i in range(10)]
-            seqs = await store.append(batch, [["a"]] * 10)
-            while not store.confirm_now("a", seqs[:1]):
+            seqs = await store.append(batch, [{endpoints!r}] * 10)
+            blocks = [[seqs[i] for i in block] for block in {blocks!r}]
+            while not store.confirm_now("a", blocks[0]):  # (the endpoint gets a journal id)
                 await asyncio.sleep(0.01)
-            assert store.confirm_now("a", seqs[1:4])
-            os.kill(os.getpid(), 9)  # before the store thread applied anything
+            for block in blocks[1:]:
+                assert store.confirm_now("a", block)
+            os.kill(os.getpid(), 9)
 
         asyncio.run(main())
         """
     )
     done = subprocess.run([sys.executable, "-c", script], timeout=60, env=dict(os.environ))
     assert done.returncode == -9
+
+
+async def test_journal_confirms_of_a_killed_process_are_applied_at_the_next_open(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    confirm_and_die(path, ["a"], [[0], [1, 2, 3]])
     # what SQLite alone says: the four confirmed rows are still there
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == 10
@@ -163,6 +186,24 @@ async def test_journal_confirms_of_a_killed_process_are_applied_at_the_next_open
     try:
         rows = await again.read("a", 0, 100)
         assert [event.id for _, event in rows] == [f"k{i}" for i in range(4, 10)]
+    finally:
+        await again.close()
+
+
+async def test_journal_confirms_out_of_order_remove_exactly_those_deliveries(
+    tmp_path: Path,
+) -> None:
+    # blocks of several keys delivered side by side are confirmed as they finish, in any seq
+    # order: a record names one (endpoint, seq), so a killed process's records remove exactly
+    # the confirmed deliveries, and the blocks still in flight stay for the next process
+    path = tmp_path / "s.db"
+    confirm_and_die(path, ["a", "b"], [[6], [1, 2], [8], [4]])
+    again = SQLiteStore(path)
+    await again.open()
+    try:
+        rows = await again.read("a", 0, 100)
+        assert [event.id for _, event in rows] == ["k0", "k3", "k5", "k7", "k9"]
+        assert await again.pending("b") == 10  # the other endpoint confirmed nothing
     finally:
         await again.close()
 

@@ -3,33 +3,47 @@
 :class:`DurableQueue` is what :func:`~rxsinks.deliver` takes as ``queue=`` to keep its buffer in
 a store (SQLite, Redis): the stage is the same, only its buffer differs. It takes
 ``(seq, event)`` pairs that the store already committed, and gives the stage blocks of up to
-``block_size`` events, one at a time. Memory stays bounded however long the endpoint is down: at
-most ``window`` events are kept in memory; past that, only the fact that more are on disk is, and
-the window is refilled from the store (in seq order) as it drains. A block's events are confirmed
-in the store after the receiver accepted them. A store with ``confirm_now`` (SQLite: its confirm
-journal) notes the confirm before the next block goes, so a crash can only repeat the block in
-flight. With another store (Redis) the commit overlaps the next block's request, but never more
-than one confirm is outstanding, so a crash can only repeat the block in flight and the one
-delivered just before it. A block given up on (dead-lettered) is moved to the store's dead
-letters; a block in flight when the stage closes stays in the store, and goes after the restart.
-At start, the endpoint's undelivered backlog is read back from the store first.
+``block_size`` events. Memory stays bounded however long the endpoint is down: at most
+``window`` events are kept in memory; the rest is read back from the store (in seq order) as the
+window drains. At start, the endpoint's undelivered backlog is read back first.
 
-Blocks are formed from what is available when the stage is ready (up to ``block_size``), so a
-backlog after an outage goes out in full blocks; a partial block of live events waits up to
-``max_delay`` for more, as :func:`~rxsinks.batch` would.
+With the stage's ``concurrency=N`` up to N blocks are in flight; with its ``key=`` as well, each
+block holds events of one key (an event's key is ``key((event,))``), at most one block per key is
+in flight, and each key's blocks go in seq order while the others go beside them: a key whose
+block keeps failing holds back only that key (it buffers at most ``window // N`` events; the
+rest waits in the store). The stage's ``delay=``/``timestamp=`` hold each event until its time
+(its ``timestamp``, or when the store accepted it) plus the delay; since both times are in the
+store, a delay already served is not served again after a restart.
+
+A block's events are confirmed in the store after the receiver accepted them, out of order when
+blocks of several keys are in flight: the store keeps one delivery per (endpoint, seq), so a
+confirm removes exactly those events. A store that notes confirms at once
+(:class:`~rxsinks._store.protocol.ConfirmsAtOnce`: SQLite's journal) notes it before the key's
+next block goes, so a crash repeats only the blocks in flight. Otherwise (Redis) the commit
+overlaps the next blocks, one write at a time, so a crash repeats the blocks in flight and those
+of the one confirm write outstanding. A block given up on (dead-lettered) is moved to the store's
+dead letters before its key's next block goes; a block in flight when the stage closes stays in
+the store, and goes after the restart.
+
+The decisions are :class:`~rxsinks._store.window.Window`'s, a synchronous state machine; this
+module is its driver: it runs the store calls on the event loop and wakes the stage. Every wait
+(a partial block's ``max_delay``, a delivery delay, a store retry, the next poll) is a time the
+backlog gives the stage (``ready_at``), which wakes itself on its own scheduler: virtual time
+drives all of it under a ``TestScheduler``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Coroutine, Hashable
+from functools import partial
 from typing import Any
 
+from .._buffer import Hold
 from .._event import Event
-from .._exceptions import SinkClosedError
-from .protocol import ConfirmsAtOnce, CountsReplays, QueueStore, Stored, Tails
+from .protocol import ConfirmsAtOnce, CountsReplays, KeepsArrivals, QueueStore, Stored, Tails
+from .window import Block, Read, ReadKind, Row, Window, Write
 
 __all__ = ["DurableQueue"]
 
@@ -38,8 +52,6 @@ log = logging.getLogger("rxsinks.durable")
 # seconds a blocking read of a shared store (Redis) waits for another process's next event
 # before the queue looks again (for dead letters replayed elsewhere, among others)
 _TAIL_WAIT = 1.0
-
-Block = tuple[Event, ...]
 
 
 class DurableQueue:
@@ -58,6 +70,9 @@ class DurableQueue:
         max_delay: seconds a partial block may wait for more live events before it goes (the
             batch operator's ``max_delay``); 0 sends what is there as soon as the stage is
             ready.
+
+    Raises:
+        ValueError: not ``1 <= block_size <= window``.
     """
 
     def __init__(
@@ -87,70 +102,115 @@ class DurableQueue:
         self.dropped = 0  # a durable queue never drops
         self.failures = 0  # store writes that failed (the events stay queued on disk)
 
+    def __repr__(self) -> str:
+        return f"DurableQueue({self.store!r}, {self.endpoint!r}, block_size={self.block_size})"
+
     @property
     def in_flight(self) -> int:
-        """Blocks handed to the sink and not yet through."""
+        """Blocks handed to the sink and not yet through (delivered and recorded, or given up
+        and dead-lettered)."""
         return sum(backlog.in_flight for backlog in self.backlogs)
+
+    @property
+    def buffered(self) -> int:
+        """Events kept in memory, waiting for their delivery (at most ``window`` per stage
+        subscription)."""
+        return sum(backlog.buffered for backlog in self.backlogs)
+
+    @property
+    def store_calls(self) -> int:
+        """Store reads and writes under way (a blocking wait for new events included)."""
+        return sum(backlog.store_calls for backlog in self.backlogs)
 
     def rescan(self) -> None:
         """Re-read the backlog from the store (after dead letters were replayed into it)."""
         for backlog in self.backlogs:
             backlog.rescan()
 
-    def backlog(self, key: Callable[[Any], Hashable] | None, concurrency: int) -> _DurableBacklog:
-        """One delivery stage subscription's buffer (see :class:`~rxsinks._deliver.Backlog`)."""
-        if concurrency != 1:
-            raise ValueError(
-                "a durable queue delivers one block at a time (concurrency=1): the store "
-                "confirms blocks in order"
-            )
-        backlog = _DurableBacklog(self)
+    def backlog(
+        self,
+        key: Callable[[Any], Hashable] | None,
+        concurrency: int,
+        hold: Hold[Any] | None,
+        clock: Callable[[], float],
+    ) -> _DurableBacklog:
+        """One delivery stage subscription's buffer (see :class:`~rxsinks._buffer.Backlog`).
+
+        Args:
+            key: with ``concurrency > 1``, a function of a block: blocks of one key go one at a
+                time, in order (here each block holds one key's events).
+            concurrency: the most blocks in flight.
+            hold: when a block may go (the stage's ``delay``/``timestamp``), or ``None``.
+            clock: the stage's clock: every time the backlog gives the stage is on it.
+        """
+        backlog = _DurableBacklog(self, key, concurrency, hold, clock)
         self.backlogs.append(backlog)
         return backlog
 
+    def _count_in(self, events: int) -> None:
+        self.pending += events
+        if self.on_ingress is not None and events:
+            self.on_ingress(events)
+
+    def _count_out(self, events: int) -> None:
+        self.pending -= events
+        if self.on_egress is not None and events:
+            self.on_egress(events)
+
 
 class _DurableBacklog:
-    """One stage subscription's window on the store (runs on the stage's event loop)."""
+    """One stage subscription's window on the store: the :class:`Window` and its store calls.
+
+    Runs on the event loop it was started on (the store's): the stage calls it there, and store
+    calls finish there.
+    """
 
     durable = True
 
-    def __init__(self, owner: DurableQueue) -> None:
+    def __init__(
+        self,
+        owner: DurableQueue,
+        key: Callable[[Any], Hashable] | None,
+        concurrency: int,
+        hold: Hold[Any] | None,
+        clock: Callable[[], float],
+    ) -> None:
         self._owner = owner
-        self._wake: Callable[[], None] = _nothing
-        self._memory: deque[Stored] = deque()
-        # everything the store holds for us with seq > _disk_after is not (yet) in memory;
-        # None when memory holds the whole backlog
-        self._disk_after: int | None = 0
-        self._max_seen = 0
-        self._horizon: int | None = None  # seqs up to here were counted from the store at start
-        self._early: list[int] = []  # live seqs seen before the horizon was known
-        self._refilling = False
-        self._skip: set[int] = set()
-        self._generation = 0  # bumped by rescan(): a refill started before it is stale
-        self._replays_seen: int | None = None
-        self._confirming: asyncio.Task[Any] | None = None  # the confirm still committing
-        # a store that notes confirms at once (SQLite's journal) saves a commit per block
-        self._confirm_now: Callable[[str, Sequence[int]], bool] | None = (
-            owner.store.confirm_now if isinstance(owner.store, ConfirmsAtOnce) else None
+        self._clock = clock
+        store = owner.store
+        poll_wait = None
+        if owner.poll_interval is not None:
+            # a blocking read waits by itself; without one, polls are this far apart
+            poll_wait = 0.0 if isinstance(store, Tails) else owner.poll_interval
+        self._window = Window(
+            block_size=owner.block_size,
+            window=owner.window,
+            concurrency=concurrency,
+            key=_key_of_event(key) if key is not None and concurrency > 1 else None,
+            max_delay=owner.max_delay,
+            poll_wait=poll_wait,
+            due=_due_of_event(hold) if hold is not None else None,
+            # a store that notes confirms at once (SQLite's journal) saves a commit per block
+            confirm_now=(
+                partial(store.confirm_now, owner.endpoint)
+                if isinstance(store, ConfirmsAtOnce)
+                else None
+            ),
+            count_in=owner._count_in,
+            count_out=owner._count_out,
         )
-        self._sleeper: asyncio.Task[Any] | None = None
-        self._tailing: asyncio.Task[Any] | None = None  # a blocking read of new events
-        self._inflight: tuple[int, ...] | None = None
-        self._released = True  # the block in flight is through (confirm noted or recorded)
-        self._closed = False
-        self._disposed = False
+        self._arrivals = isinstance(store, KeepsArrivals)
+        self._wake: Callable[[], None] = _nothing
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        # when live events arrived, (seq, loop time), oldest first, while batching waits for
-        # more: a partial block goes once its oldest event waited max_delay (an event this
-        # process did not see arrive, a backlog's, has waited long enough); and the timer
-        self._arrivals: deque[tuple[int, float]] = deque()
-        self._send_timer: asyncio.TimerHandle | None = None
+        self._tailing: asyncio.Task[Any] | None = None  # a blocking read of new events
+        self._replays_seen: int | None = None
 
     # -- the Backlog protocol ------------------------------------------------------------------
 
     @property
     def in_flight(self) -> int:
-        return 0 if self._inflight is None else 1
+        return self._window.unreleased
 
     @property
     def pending(self) -> int:
@@ -158,108 +218,47 @@ class _DurableBacklog:
 
     @property
     def idle(self) -> bool:
-        return (
-            self._inflight is None
-            and not self._memory
-            and (self._disk_after is None or self._owner.poll_interval is not None)
-            and self._confirming is None
-            and self._horizon is not None
-        )
+        return self._window.idle
+
+    @property
+    def buffered(self) -> int:
+        return self._window.buffered
+
+    @property
+    def store_calls(self) -> int:
+        return len(self._tasks)
 
     def start(self, wake: Callable[[], None]) -> None:
         self._wake = wake
-        self._spawn(self._start())
+        self._loop = asyncio.get_running_loop()
+        self._io(self._clock())
 
     def put(self, value: Stored) -> None:
-        seq = value[0]
-        if self._horizon is None:
-            self._early.append(seq)
-        elif seq > self._horizon:
-            self._count_in(1)
-        if seq <= self._max_seen:
-            return None  # already read back from the store
-        owner = self._owner
-        if owner.max_delay > 0 and owner.block_size > 1 and len(self._arrivals) < owner.window:
-            # bounded like the window: past it, an outage's backlog goes in full blocks anyway
-            self._arrivals.append((seq, asyncio.get_running_loop().time()))
-        if self._disk_after is None and len(self._memory) < owner.window:
-            self._memory.append(value)
-        elif self._disk_after is None:
-            # the window is full: from here on the backlog stays on disk only
-            self._disk_after = self._memory[-1][0] if self._memory else self._max_seen
-        self._max_seen = seq
-        if self._sleeper is not None and not self._sleeper.done():
-            self._sleeper.cancel()  # (a blocking read is not interrupted: it returns the event)
+        self._window.put(value[0], value[1], self._clock())
         return None
 
     def take(self) -> Block | None:
-        if self._disposed or self._inflight is not None:
-            return None
-        if not self._memory:
-            if self._disk_after is not None and not self._refilling and self._horizon is not None:
-                self._refilling = True
-                self._spawn(self._refill(self._disk_after))
-            return None
-        size = min(self._owner.block_size, len(self._memory))
-        if size < self._owner.block_size and self._fill_later():
-            return None
-        block: Block
-        if size == 1:  # single events (the registry's way): no lists to build
-            seq, event = self._memory.popleft()
-            self._inflight, block = (seq,), (event,)
-        else:
-            stored = [self._memory.popleft() for _ in range(size)]
-            self._inflight = tuple(seq for seq, _ in stored)
-            block = tuple(event for _, event in stored)
-            arrivals = self._arrivals
-            while arrivals and arrivals[0][0] <= stored[-1][0]:
-                arrivals.popleft()  # on their way: no longer waiting
-        self._released = False
+        now = self._clock()
+        block = self._window.take(now)
+        self._io(now)  # a refill when the window runs low, a poll, a retry that is due
         return block
 
     def ready_at(self) -> float | None:
-        # (a partial block waiting for more events has a timer of its own)
-        return None
+        return self._window.ready_at(self._clock())
 
     def done(self, block: Block, error: BaseException | None, attempts: int) -> None:
-        seqs = self._inflight or ()
-        if isinstance(error, SinkClosedError):
-            # closing: the block stays in the store and goes after the restart
-            self._release(seqs)
-            return
-        if error is not None:
-            self._spawn(self._record(seqs, error, attempts))
-            return
-        # Delivered. With a journal (SQLite), the confirm is noted before the next block goes:
-        # a crash can only repeat the block in flight.
-        previous = self._confirming
-        hold_back = previous is not None and not previous.done()
-        confirm_now = self._confirm_now
-        if not hold_back and confirm_now is not None and confirm_now(self._owner.endpoint, seqs):
-            self._release(seqs)
-            return
-        # Otherwise it commits while the next block goes out (one commit round trip per block
-        # would halve single-event throughput), but never more than one confirm is outstanding:
-        # a crash can only repeat the block in flight and the one whose confirm had not
-        # committed yet.
-        task = asyncio.ensure_future(self._confirm(seqs, previous if hold_back else None))
-        self._tasks.add(task)
-        task.add_done_callback(self._confirmed)
-        self._confirming = task
-        if not hold_back:
-            self._release(seqs)
+        self._window.done(block, error, attempts)
+        self._io(self._clock())
 
     def close(self) -> None:
-        self._closed = True
+        self._window.close()
 
     def abandon(self) -> list[Block]:
         # nothing is lost: every event is still in the store, and goes after the restart
-        self._cancel_timer()
         return []
 
     def dispose(self) -> None:
-        self._disposed = True
-        self._cancel_timer()
+        self._window.dispose()
         self._owner.backlogs = [b for b in self._owner.backlogs if b is not self]
         for task in list(self._tasks):
             task.cancel()
@@ -267,125 +266,103 @@ class _DurableBacklog:
     # -- the rest ------------------------------------------------------------------------------
 
     def rescan(self) -> None:
-        # replayed deliveries have old seqs: read everything again from the start, skipping
-        # the block in flight; what memory held is still in the store, so nothing is lost
-        self._memory.clear()
-        self._skip = set(self._inflight or ())
-        self._disk_after = 0
-        self._generation += 1
-        if self._tailing is not None and not self._tailing.done():
+        # replayed deliveries have old seqs: read everything again from the start
+        self._window.rescan()
+        if self._tailing is not None:
             self._tailing.cancel()  # read from the start instead
-        if self._sleeper is not None and not self._sleeper.done():
-            self._sleeper.cancel()
+        self._io(self._clock())
         self._wake()
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
+    def _io(self, now: float) -> None:
+        """Start the store read and write the window wants now."""
+        window = self._window
+        read = window.next_read(now)
+        if read is not None:
+            self._spawn(self._read(read), partial(self._read_over, read))
+        write = window.next_write(now)
+        if write is not None:
+            self._spawn(self._write(write), partial(self._write_over, write))
+
+    def _spawn(
+        self,
+        call: Coroutine[Any, Any, Any],
+        over: Callable[[Any, BaseException | None], None],
+    ) -> None:
+        if self._loop is None:
+            call.close()  # not started: start() does the first calls
+            return
+        task = self._loop.create_task(call)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(partial(self._over, over))
 
-    def _cancel_timer(self) -> None:
-        if self._send_timer is not None:
-            self._send_timer.cancel()
-            self._send_timer = None
-
-    async def _start(self) -> None:
-        count, horizon = await self._owner.store.backlog(self._owner.endpoint)
-        self._horizon = horizon
-        self._count_in(count + sum(1 for seq in self._early if seq > horizon))
-        self._early.clear()
-        self._wake()
-
-    def _count_in(self, events: int) -> None:
-        self._owner.pending += events
-        if self._owner.on_ingress is not None and events:
-            self._owner.on_ingress(events)
-
-    def _fill_later(self) -> bool:
-        """Whether a partial block should wait for more live events (and a timer is set)."""
-        delay = self._owner.max_delay
-        if delay <= 0 or self._disk_after is not None or self._closed or self._disposed:
-            return False  # no batching delay, a backlog to read, or closing: send now
-        arrivals, oldest = self._arrivals, self._memory[0][0]
-        while arrivals and arrivals[0][0] < oldest:
-            arrivals.popleft()  # sent already
-        if not arrivals or arrivals[0][0] != oldest:
-            return False  # the oldest was read back from the store: it has waited enough
-        loop = asyncio.get_running_loop()
-        due = arrivals[0][1] + delay
-        if loop.time() >= due:
-            return False
-        if self._send_timer is None:
-            self._send_timer = loop.call_at(due, self._send_partial)
-        return True
-
-    def _send_partial(self) -> None:
-        self._send_timer = None
-        self._wake()
-
-    async def _refill(self, after: int) -> None:
-        owner = self._owner
-        generation = self._generation
-        try:
-            rows = await owner.store.read(owner.endpoint, after, owner.window)
-        except Exception as exc:
-            log.error("%s: reading the backlog failed, retrying: %s", owner.endpoint, exc)
-            await self._sleep(1.0)
-            self._refilling = False
-            self._wake()
+    def _over(
+        self, over: Callable[[Any, BaseException | None], None], task: asyncio.Task[Any]
+    ) -> None:
+        self._tasks.discard(task)
+        if self._window.disposed:
+            if not task.cancelled():
+                task.exception()  # retrieved: the stage is gone, so is the result
             return
-        if generation != self._generation:  # a rescan started over meanwhile
-            self._refilling = False
-            self._wake()
-            return
-        last = rows[-1][0] if rows else after
-        if self._skip:
-            rows = [row for row in rows if row[0] not in self._skip]
-        self._memory.extend(rows)
-        self._max_seen = max(self._max_seen, last)
-        caught_up = len(rows) < owner.window and last >= self._max_seen
-        if caught_up and owner.poll_interval is None:
-            self._disk_after = None  # live events go to memory again
-            self._skip.clear()
+        if task.cancelled():
+            over(None, asyncio.CancelledError())
         else:
-            self._disk_after = last
-            if not rows and owner.poll_interval is not None:
-                if await self._replayed_elsewhere():
-                    self._refilling = False
-                    self.rescan()
-                    return
-                # other processes append too: wait for their next event (or look again later)
-                fresh = await self._tail(last)
-                if fresh and generation == self._generation:
-                    self._memory.extend(row for row in fresh if row[0] not in self._skip)
-                    self._max_seen = max(self._max_seen, fresh[-1][0])
-                    self._disk_after = fresh[-1][0]
-        self._refilling = False
+            error = task.exception()
+            over(None if error is not None else task.result(), error)
+        self._io(self._clock())
         self._wake()
 
-    async def _tail(self, after: int) -> list[Stored]:
-        """New events after ``after``, as soon as one is stored (``[]`` after a while)."""
+    async def _read(self, read: Read) -> Any:
         owner = self._owner
         store = owner.store
-        if not isinstance(store, Tails):
-            await self._sleep(owner.poll_interval or 0.0)
-            return []
-        self._tailing = asyncio.ensure_future(
-            store.tail(owner.endpoint, after, owner.window, _TAIL_WAIT)
-        )
-        try:
-            rows: list[Stored] = await self._tailing
+        if read.kind is ReadKind.START:
+            return await store.backlog(owner.endpoint)
+        rows: list[Row]
+        if self._arrivals:
+            assert isinstance(store, KeepsArrivals)
+            rows = await store.read_arrivals(owner.endpoint, read.after, read.limit)
+        else:
+            rows = [
+                (seq, event, None)
+                for seq, event in await store.read(owner.endpoint, read.after, read.limit)
+            ]
+        if rows or read.kind is ReadKind.CATCH_UP or owner.poll_interval is None:
             return rows
+        # nothing new, and other processes append too: a replay there means reading from the
+        # start; else wait for their next event
+        if await self._replayed_elsewhere():
+            return None
+        if not isinstance(store, Tails):
+            return []  # the window waits poll_interval before the next read
+        self._tailing = asyncio.current_task()
+        try:
+            fresh = await store.tail(owner.endpoint, read.after, read.limit, _TAIL_WAIT)
         except asyncio.CancelledError:
-            if self._disposed:
+            if self._window.disposed:
                 raise
-            return []  # a rescan: it reads from the start
-        except Exception as exc:
-            log.warning("%s: waiting for new events failed, polling: %s", owner.endpoint, exc)
-            await self._sleep(owner.poll_interval or 0.0)
-            return []
+            return []  # a rescan: the window reads from the start
         finally:
             self._tailing = None
+        # (seen as soon as another process stored them: they arrive now)
+        return [(seq, event, None) for seq, event in fresh]
+
+    def _read_over(self, read: Read, result: Any, error: BaseException | None) -> None:
+        window = self._window
+        now = self._clock()
+        if error is not None:
+            if not isinstance(error, asyncio.CancelledError):
+                what = "counting" if read.kind is ReadKind.START else "reading"
+                log.error(
+                    "%s: %s the backlog failed, retrying: %s", self._owner.endpoint, what, error
+                )
+            window.read_failed(read, now)
+        elif read.kind is ReadKind.START:
+            count, horizon = result
+            window.counted(read, count, horizon)
+        elif result is None:
+            window.read(read, [], now)
+            window.rescan()  # dead letters were replayed by another process
+        else:
+            window.read(read, result, now)
 
     async def _replayed_elsewhere(self) -> bool:
         """Whether another process replayed dead letters into this endpoint's queue."""
@@ -399,67 +376,41 @@ class _DurableBacklog:
         seen, self._replays_seen = self._replays_seen, generation
         return seen is not None and generation != seen
 
-    async def _sleep(self, seconds: float) -> None:
-        self._sleeper = asyncio.ensure_future(asyncio.sleep(seconds))
-        try:
-            await self._sleeper
-        except asyncio.CancelledError:
-            if self._disposed:
-                raise
-        finally:
-            self._sleeper = None
-
-    async def _confirm(self, seqs: tuple[int, ...], previous: asyncio.Task[Any] | None) -> None:
-        if previous is not None:
-            await asyncio.wait([previous])  # commits stay in order; its errors are its own
-            # the previous block is committed: the next may go while this one commits
-            self._release(seqs)
-            self._wake()
-        await self._record(seqs, None, 0, release=False)
-
-    def _confirmed(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if self._confirming is task:
-            self._confirming = None
-            self._wake()  # the stage may have finished waiting for this commit
-
-    async def _record(
-        self,
-        seqs: tuple[int, ...],
-        error: BaseException | None,
-        attempts: int,
-        *,
-        release: bool = True,
-    ) -> None:
+    async def _write(self, write: Write) -> None:
         owner = self._owner
-        while not self._disposed:
-            try:
-                if error is None:
-                    await owner.store.confirm(owner.endpoint, seqs)
-                else:
-                    await owner.store.dead_letter(
-                        owner.endpoint, seqs, str(error) or type(error).__name__, attempts
-                    )
-                break
-            except Exception as exc:
-                # the receiver has the block but the store could not note it: keep trying, and
-                # hold the next block back so order and at-most-once-per-confirm are kept
-                owner.failures += 1
-                log.error("%s: store write failed, retrying: %s", owner.endpoint, exc)
-                await asyncio.sleep(0.5)
-        if release:
-            self._release(seqs)
-            self._wake()
+        if write.reason is None:
+            await owner.store.confirm(owner.endpoint, write.seqs)
+        else:
+            await owner.store.dead_letter(owner.endpoint, write.seqs, write.reason, write.attempts)
 
-    def _release(self, seqs: tuple[int, ...]) -> None:
-        if self._released:
+    def _write_over(self, write: Write, _: Any, error: BaseException | None) -> None:
+        if error is None:
+            self._window.written(write)
             return
-        self._released = True
-        owner = self._owner
-        self._inflight = None
-        owner.pending -= len(seqs)
-        if owner.on_egress is not None:
-            owner.on_egress(len(seqs))
+        # the receiver has the blocks but the store could not note it: try again, and hold
+        # the blocks behind it back, so a crash can only repeat what is not recorded
+        self._owner.failures += 1
+        if not isinstance(error, asyncio.CancelledError):
+            log.error("%s: store write failed, retrying: %s", self._owner.endpoint, error)
+        self._window.write_failed(write, self._clock())
+
+
+def _key_of_event(key: Callable[[Any], Hashable]) -> Callable[[Event], Hashable]:
+    """An event's key: the key of a block of that one event."""
+
+    def of(event: Event) -> Hashable:
+        return key((event,))
+
+    return of
+
+
+def _due_of_event(hold: Hold[Any]) -> Callable[[Event, float | None], float]:
+    """When an event may go: the hold of a block of that one event."""
+
+    def due(event: Event, arrived: float | None) -> float:
+        return hold.due((event,), arrived)
+
+    return due
 
 
 def _nothing() -> None:

@@ -4,8 +4,9 @@ needs, and the optional features some stores have, each declared as a protocol o
 SQLite (:class:`~rxsinks.SQLiteStore`) and Redis Streams (:class:`~rxsinks.RedisStore`) provide
 :class:`Store`. Beyond it, a store may note a confirm at once, without a round trip to its
 thread (:class:`ConfirmsAtOnce`: SQLite's confirm journal), wait for events other processes
-append (:class:`Tails`: Redis' blocking read), and count dead-letter replays made by other
-processes (:class:`CountsReplays`: Redis). Code checks for them with ``isinstance``.
+append (:class:`Tails`: Redis' blocking read), count dead-letter replays made by other
+processes (:class:`CountsReplays`: Redis), and tell when each delivery arrived
+(:class:`KeepsArrivals`: both). Code checks for them with ``isinstance``.
 """
 
 from __future__ import annotations
@@ -18,10 +19,23 @@ from .._event import Event
 if TYPE_CHECKING:
     from .sqlite import EndpointBacklog
 
-__all__ = ["ConfirmsAtOnce", "CountsReplays", "QueueStore", "Store", "Stored", "Tails"]
+__all__ = [
+    "Arrived",
+    "ConfirmsAtOnce",
+    "CountsReplays",
+    "KeepsArrivals",
+    "QueueStore",
+    "Store",
+    "Stored",
+    "Tails",
+]
 
 Stored = tuple[int, Event]
 """An event as a store keeps it: its sequence number, and the event."""
+
+Arrived = tuple[int, Event, float | None]
+"""An event as a store keeps it, with when the store accepted it (wall-clock seconds since the
+epoch; ``None`` when the store does not know, for a delivery put back from the dead letters)."""
 
 
 class QueueStore(Protocol):
@@ -96,4 +110,14 @@ class CountsReplays(Protocol):
 
     async def replay_generation(self, endpoint: str) -> int:
         """A number that changes whenever the endpoint's dead letters are replayed."""
+        ...
+
+
+@runtime_checkable
+class KeepsArrivals(Protocol):
+    """A store that keeps when it accepted each event (SQLite, Redis), so a delivery delay
+    counted from the arrival is served once, across restarts."""
+
+    async def read_arrivals(self, endpoint: str, after: int, limit: int) -> list[Arrived]:
+        """Like :meth:`QueueStore.read`, each event with when the store accepted it."""
         ...

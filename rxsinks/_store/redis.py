@@ -12,7 +12,8 @@ keys of several endpoints at once)::
 
     {prefix}:seq                global event counter (INCR)
     {prefix}:endpoints          set of every endpoint name ever routed to
-    {prefix}:ep:{name}          stream: the endpoint's deliveries, entry id "<seq>-0", field e=body
+    {prefix}:ep:{name}          stream: the endpoint's deliveries, entry id "<seq>-0", fields
+                                e=body, t=when it was appended (unix seconds)
     {prefix}:rp:{name}          sorted set: replayed deliveries (member and score = seq)
     {prefix}:rpb:{name}         hash: seq -> body of the replayed deliveries
     {prefix}:dlseq              global dead-letter counter (INCR)
@@ -71,11 +72,13 @@ _PAGE = 1000  # entries per round trip when walking a whole dead-letter stream
 _MIN_VERSION = (6, 2)  # exclusive XRANGE bounds "(id"
 
 # KEYS: seq, endpoints set, then one stream per distinct endpoint.
-# ARGV: m, the m endpoint names, then per event: body, k, k indexes (1-based) into the streams.
+# ARGV: m, the time, the m endpoint names, then per event: body, k, k indexes (1-based) into the
+# streams.
 _APPEND = """
 local m = tonumber(ARGV[1])
-if m > 0 then redis.call('SADD', KEYS[2], unpack(ARGV, 2, m + 1)) end
-local pos = m + 2
+local now = ARGV[2]
+if m > 0 then redis.call('SADD', KEYS[2], unpack(ARGV, 3, m + 2)) end
+local pos = m + 3
 local seqs = {}
 while pos <= #ARGV do
   local body = ARGV[pos]
@@ -83,7 +86,7 @@ while pos <= #ARGV do
   local seq = redis.call('INCR', KEYS[1])
   local id = string.format('%.0f', seq) .. '-0'
   for j = 1, k do
-    redis.call('XADD', KEYS[2 + tonumber(ARGV[pos + 1 + j])], id, 'e', body)
+    redis.call('XADD', KEYS[2 + tonumber(ARGV[pos + 1 + j])], id, 'e', body, 't', now)
   end
   seqs[#seqs + 1] = seq
   pos = pos + 2 + k
@@ -91,14 +94,16 @@ end
 return seqs
 """
 
-# KEYS: ep, rp, rpb. ARGV: after, limit. Returns a flat list: seq, body, seq, body...
-# (live ones first, then replayed ones; the caller merges by seq).
+# KEYS: ep, rp, rpb. ARGV: after, limit. Returns a flat list: seq, body, time, seq, body,
+# time... (live ones first, then replayed ones; the caller merges by seq). The time is '' when
+# unknown: a replayed delivery, or an entry written before streams kept it.
 _READ = """
 local out = {}
 local live = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])
 for _, entry in ipairs(live) do
   out[#out + 1] = entry[1]
   out[#out + 1] = entry[2][2]
+  out[#out + 1] = entry[2][4] or ''
 end
 local replayed = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf', 'LIMIT', 0, ARGV[2])
 for _, seq in ipairs(replayed) do
@@ -106,6 +111,7 @@ for _, seq in ipairs(replayed) do
   if body then
     out[#out + 1] = seq
     out[#out + 1] = body
+    out[#out + 1] = ''
   end
 end
 return out
@@ -315,12 +321,21 @@ class RedisStore:
         keys = [self._key("seq"), self._key("endpoints"), *streams]
         client = self._redis()
         with self._errors("append"):
-            seqs = await self._scripts["append"](keys, [len(index), *index, *args], client)
+            seqs = await self._scripts["append"](
+                keys, [len(index), repr(time.time()), *index, *args], client
+            )
         return [int(seq) for seq in seqs]
 
     async def read(self, endpoint: str, after: int, limit: int) -> list[Stored]:
         """Undelivered events of ``endpoint`` with seq > ``after``, in seq order, at most
         ``limit`` (live and replayed deliveries merged)."""
+        return [(seq, event) for seq, event, _ in await self.read_arrivals(endpoint, after, limit)]
+
+    async def read_arrivals(
+        self, endpoint: str, after: int, limit: int
+    ) -> list[tuple[int, Event, float | None]]:
+        """Like :meth:`read`, each event with when it was appended (unix seconds; ``None`` for
+        a replayed delivery)."""
         after = _count("after", after)
         if limit < 1:
             raise ValueError(f"read: limit must be >= 1, got {limit!r}")
@@ -329,8 +344,12 @@ class RedisStore:
             flat = await self._scripts["read"](
                 list(self._endpoint_keys(_name(endpoint))), [after, limit], client
             )
-        rows = sorted((_seq(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2))[:limit]
-        return [(seq, Event._from_text(body)) for seq, body in rows]
+        rows = sorted((_seq(flat[i]), flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3))[
+            :limit
+        ]
+        return [
+            (seq, Event._from_text(body), float(when) if when else None) for seq, body, when in rows
+        ]
 
     async def tail(self, endpoint: str, after: int, limit: int, wait: float = 1.0) -> list[Stored]:
         """New events of ``endpoint``'s stream with seq > ``after``, waiting up to ``wait``

@@ -7,9 +7,12 @@ before it answers 2xx. An endpoint marks a block delivered only after the receiv
 (2xx/3xx), and before its next block goes: the mark is a record in the confirm journal (a
 memory-mapped file beside the database, see ``rxsinks._store.journal``), which the store thread
 applies to ``deliveries`` in batches, and which the next open applies if a killed process left
-records. So after any crash or restart, every accepted event is delivered to every endpoint that
-had not confirmed it, in seq order (at-least-once: only the block in flight at the crash can repeat;
-receivers dedupe on the event id / ``webhook-id``).
+records. A delivery row and a journal record name one (endpoint, seq), so blocks delivered side
+by side (an endpoint's ``concurrency``) are confirmed in any order. So after any crash or
+restart, every accepted event is delivered to every endpoint that had not confirmed it, in seq
+order (at-least-once: only the blocks in flight at the crash can repeat; receivers dedupe on the
+event id / ``webhook-id``). ``events.accepted`` (when the ingest stored an event) is what a
+delivery delay counts from for an event without a timestamp.
 
 One relay per store: a relay opens it with ``exclusive=True``, which takes an exclusive lock on
 ``<path>.lock``; a second relay on the same file gets :class:`StoreLockedError` (two relays
@@ -600,14 +603,20 @@ class SQLiteStore:
 
     async def read(self, endpoint: str, after: int, limit: int) -> list[tuple[int, Event]]:
         """Undelivered events of ``endpoint`` with seq > ``after``, in order, at most ``limit``."""
+        return [(seq, event) for seq, event, _ in await self.read_arrivals(endpoint, after, limit)]
 
-        def select(db: sqlite3.Connection) -> list[tuple[int, Event]]:
+    async def read_arrivals(
+        self, endpoint: str, after: int, limit: int
+    ) -> list[tuple[int, Event, float | None]]:
+        """Like :meth:`read`, each event with when the store accepted it (unix seconds)."""
+
+        def select(db: sqlite3.Connection) -> list[tuple[int, Event, float | None]]:
             rows = db.execute(
-                "SELECT e.seq, e.body FROM deliveries d JOIN events e ON e.seq = d.seq "
-                "WHERE d.endpoint = ? AND d.seq > ? ORDER BY d.seq LIMIT ?",
+                "SELECT e.seq, e.body, e.accepted FROM deliveries d JOIN events e "
+                "ON e.seq = d.seq WHERE d.endpoint = ? AND d.seq > ? ORDER BY d.seq LIMIT ?",
                 (endpoint, after, limit),
             ).fetchall()
-            return [(seq, Event._from_text(body)) for seq, body in rows]
+            return [(seq, Event._from_text(body), accepted) for seq, body, accepted in rows]
 
         return await self._call(select)
 
