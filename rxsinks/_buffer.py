@@ -18,7 +18,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from ._exceptions import QueueFullError
 from ._queue import Queue, call_hook, weight_of
 
-__all__ = ["Backlog", "BacklogFactory", "Fifo", "Hold", "Keyed", "events_of"]
+__all__ = ["READY_EARLY", "Backlog", "BacklogFactory", "Fifo", "Hold", "Keyed", "events_of"]
 
 log = logging.getLogger("rxsinks.queue")
 
@@ -79,6 +79,12 @@ class Backlog(Protocol[_T, _B]):
 
     def dispose(self) -> None:
         """The stage is gone."""
+
+
+READY_EARLY = 0.001
+"""Seconds before its due time that a held block counts as due. A wake-up never lands exactly on
+time: a scheduler's clock has a resolution (a virtual-time one rounds to microseconds), and a
+block found due a hair too late would set a wake-up for "now" again and again."""
 
 
 class Hold(Generic[_T]):
@@ -249,7 +255,7 @@ class Fifo(Generic[_T]):
         if not self.items:
             return None
         if self.hold is not None:
-            if self.dues[0] > self.hold.now():
+            if self.dues[0] > self.hold.now() + READY_EARLY:
                 return None  # in order: nothing passes the item held back
             self.dues.popleft()
         weight = self.weights.popleft()
@@ -365,7 +371,7 @@ class Keyed(Fifo[_T]):
         if self.hold is None:
             key = self._ready.popleft()
         else:
-            now = self.hold.now()
+            now = self.hold.now() + READY_EARLY
             for key in self._ready:
                 if self._lanes[key][0][3] <= now:
                     break

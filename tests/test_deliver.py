@@ -745,3 +745,14 @@ async def test_an_endpoint_closed_with_a_deadline_while_its_post_hangs() -> None
     assert (report.flushed, report.remaining) == (False, 2)
     assert [letter.events[0].id for letter in letters] == ["e1", "e2"]
     assert endpoint.pending == 0
+
+
+@pytest.mark.parametrize("delay", [1e-7, 0.0004, 1.0000004])
+def test_a_delay_finer_than_the_clock_ends(delay: float) -> None:
+    # a wake-up lands on the scheduler's resolution, not on the due time itself: the block
+    # must still go (it used to set a wake-up for "now" for ever)
+    scheduler = TestScheduler()
+    sink: ScriptedSink[str] = ScriptedSink(scheduler)
+    got = run(scheduler, [on_next(210, "a"), on_completed(211)], sink, delay=delay)
+    assert [item for _, item in sink.attempts] == ["a"]
+    assert got.timed[-1][1] == "completed"

@@ -40,8 +40,7 @@ from collections.abc import Callable, Coroutine, Hashable
 from functools import partial
 from typing import Any
 
-from .._buffer import Hold
-from .._event import Event
+from .._buffer import READY_EARLY, Hold
 from .protocol import ConfirmsAtOnce, CountsReplays, KeepsArrivals, QueueStore, Stored, Tails
 from .window import Block, Read, ReadKind, Row, Window, Write
 
@@ -239,7 +238,7 @@ class _DurableBacklog:
 
     def take(self) -> Block | None:
         now = self._clock()
-        block = self._window.take(now)
+        block = self._window.take(now + READY_EARLY)
         self._io(now)  # a refill when the window runs low, a poll, a retry that is due
         return block
 
