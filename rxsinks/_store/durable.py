@@ -41,6 +41,7 @@ from functools import partial
 from typing import Any
 
 from .._buffer import READY_EARLY, Hold
+from .._event import Event
 from .protocol import ConfirmsAtOnce, CountsReplays, KeepsArrivals, QueueStore, Stored, Tails
 from .window import Block, Read, ReadKind, Row, Window, Write
 
