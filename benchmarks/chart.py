@@ -133,6 +133,49 @@ def summary_rows(results: dict[str, Any]) -> list[Row]:
                     _ratio(backlog[key] / registry_bytes) if registry_bytes else "-",
                 )
             )
+    slow = figures(results, "slow_receivers")
+    if slow:
+        rows.append(
+            (
+                f"slow receiver (20 ms), concurrency {slow['concurrency']}, SQLite store",
+                f"{slow['rxsinks_events_per_s_slow']:,.0f} events/s",
+                f"registry {slow['registry_events_per_s_slow']:,.1f}",
+                _ratio(slow["ratio_concurrent"]),
+            )
+        )
+        rows.append(
+            (
+                f"{slow['endpoints']} endpoints answering after 100 ms, "
+                f"{slow['events_per_endpoint']} events each (seconds, lower is better)",
+                f"{slow['rxsinks_seconds_many']:.2f} s",
+                f"registry {slow['registry_seconds_many']:.2f} s",
+                _ratio(slow["ratio_many_endpoints"]),
+            )
+        )
+    scaling = figures(results, "endpoints_scaling")
+    if scaling:
+        n = scaling["endpoints"]
+        sqlite_cpu = scaling[f"sqlite_cpu_us_per_delivery_{n}"]
+        memory_cpu = scaling[f"memory_cpu_us_per_delivery_{n}"]
+        kept = "kept up" if scaling[f"sqlite_keeps_up_{n}"] else "fell behind"
+        rows.append(
+            (
+                f"CPU per event-delivery, {n} endpoints, SQLite store ({kept}; lower is better)",
+                f"{sqlite_cpu:.1f} us",
+                f"memory store {memory_cpu:.1f} us",
+                _ratio(scaling[f"sqlite_vs_memory_cpu_{n}"]),
+            )
+        )
+        if "wal_bytes_after_drain" in scaling:
+            rows.append(
+                (
+                    f"SQLite files after a {scaling['backlog_events']:,}-event backlog drained",
+                    f"WAL {scaling['wal_bytes_after_drain'] / 2**20:,.1f} MiB, "
+                    f"db {scaling['db_bytes_after_drain'] / 2**20:,.1f} MiB",
+                    f"at the peak: db {scaling['db_bytes_at_peak'] / 2**20:,.0f} MiB",
+                    "-",
+                )
+            )
     latency = figures(results, "latency")
     if latency:
         for store in ("memory", "sqlite"):
@@ -352,15 +395,59 @@ def _latency_panel(ax: Axes, results: dict[str, Any]) -> None:
     )
 
 
+def _slow_panel(ax: Axes, results: dict[str, Any]) -> None:
+    title = "A receiver answering after 20 ms (events/s)"
+    slow = figures(results, "slow_receivers")
+    if not slow:
+        _not_run(ax, title, "slow_receivers", results)
+        return
+    _bars(
+        ax,
+        ["1 request in flight (registry)", f"concurrency {slow['concurrency']} (rxsinks)"],
+        [
+            (
+                "events/s",
+                [slow["registry_events_per_s_slow"], slow["rxsinks_events_per_s_slow"]],
+                RXSINKS,
+            )
+        ],
+        title=title,
+        ylabel="events/s",
+        log=False,
+    )
+
+
+def _many_panel(ax: Axes, results: dict[str, Any]) -> None:
+    title = "Endpoints answering after 100 ms (seconds, lower is better)"
+    slow = figures(results, "slow_receivers")
+    if not slow:
+        _not_run(ax, title, "slow_receivers", results)
+        return
+    _bars(
+        ax,
+        [f"{slow['endpoints']} endpoints x {slow['events_per_endpoint']} events"],
+        [
+            ("Docker registry", [slow["registry_seconds_many"]], BASELINE),
+            ("rxsinks", [slow["rxsinks_seconds_many"]], RXSINKS),
+        ],
+        title=title,
+        ylabel="seconds",
+        log=False,
+        fmt="{:.2f}",
+    )
+
+
 def draw(results: dict[str, Any], path: Path) -> None:
-    """Draw the six panels of ``results`` into the PNG at ``path``."""
-    fig, axes = plt.subplots(2, 3, figsize=(16, 9.5))
+    """Draw the eight panels of ``results`` into the PNG at ``path``."""
+    fig, axes = plt.subplots(2, 4, figsize=(21, 9.5))
     _registry_panel(axes[0][0], results)
     _http_panel(axes[0][1], results)
     _inprocess_panel(axes[0][2], results)
+    _slow_panel(axes[0][3], results)
     _ingest_panel(axes[1][0], results)
     _memory_panel(axes[1][1], results)
     _latency_panel(axes[1][2], results)
+    _many_panel(axes[1][3], results)
     described = results.get("machine", {})
     fig.suptitle(
         f"rxsinks benchmarks, {results.get('date', '?')[:10]}: "
