@@ -6,6 +6,8 @@
      ├── SinkClosedError          terminal: written after close; never retried
      ├── QueueFullError           a bounded queue refused a write (overflow="error")
      ├── EnvelopeError            a body that is not a registry envelope (also a ValueError)
+     ├── OptionError              .argument, .reason: an option object refused a value
+     │    └── OptionTypeError     ... of the wrong type (also a TypeError)
      ├── DeliveryError            .endpoint, .events: one delivery attempt failed
      │    ├── WebhookStatusError  .status, .url, .retry_after: answered outside 200..399
      │    └── PermanentDeliveryError   never retried: dead-lettered at once
@@ -33,6 +35,8 @@ __all__ = [
     "DeliveryError",
     "EndpointDisabledError",
     "EnvelopeError",
+    "OptionError",
+    "OptionTypeError",
     "PermanentDeliveryError",
     "QueueFullError",
     "RxSinksError",
@@ -201,3 +205,21 @@ class StoreFullError(StoreError):
     def __init__(self, message: str, *, fits: bool = True) -> None:
         super().__init__(message)
         self.fits = fits
+
+
+class OptionError(RxSinksError, ValueError):
+    """An option has a wrong value (a :class:`ValueError` too).
+
+    Attributes:
+        argument: the option's name as the constructor spells it (``"ca_file"``).
+        reason: what is wrong, without the name.
+    """
+
+    def __init__(self, argument: str, reason: str) -> None:
+        super().__init__(f"{argument}: {reason}")
+        self.argument = argument
+        self.reason = reason
+
+
+class OptionTypeError(OptionError, TypeError):
+    """An option has a wrong type (a :class:`TypeError` as well as an :class:`OptionError`)."""

@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 import tenacity
 
 from ._event import MEDIA_TYPE_V1, MEDIA_TYPE_V2, Event
-from ._exceptions import RxSinksError
+from ._exceptions import OptionError, OptionTypeError
 from ._redact import redact_text, redact_url
 
 __all__ = [
@@ -104,24 +104,6 @@ _REDIRECTS: Final[tuple[RedirectPolicy, ...]] = ("safe", "none")
 
 OrderBy = str
 """``"repository"``, ``"none"``, or a JSON pointer into the event (``"/target/digest"``)."""
-
-
-class OptionError(RxSinksError, ValueError):
-    """An option has a wrong value (a :class:`ValueError` too).
-
-    Attributes:
-        argument: the option's name as the constructor spells it (``"ca_file"``).
-        reason: what is wrong, without the name.
-    """
-
-    def __init__(self, argument: str, reason: str) -> None:
-        super().__init__(f"{argument}: {reason}")
-        self.argument = argument
-        self.reason = reason
-
-
-class OptionTypeError(OptionError, TypeError):
-    """An option has a wrong type (a :class:`TypeError` as well as an :class:`OptionError`)."""
 
 
 def registry_default(value: float | None, default: float) -> float:

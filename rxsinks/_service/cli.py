@@ -129,6 +129,18 @@ def _load(path: str, *, serving: bool = False) -> tuple[RelayConfig, int]:
     return config, len(endpoints)
 
 
+_CONFIG_OPTION = click.option(
+    "--config",
+    "-c",
+    "config_path",
+    required=True,
+    envvar="RXSINKS_CONFIG",
+    type=click.Path(dir_okay=False),
+    help="The relay's YAML configuration (a registry config.yml works as it is). "
+    "Env: RXSINKS_CONFIG.",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rxsinks")
 def main() -> None:
@@ -141,15 +153,7 @@ def main() -> None:
 
 
 @main.command()
-@click.option(
-    "--config",
-    "-c",
-    "config_path",
-    required=True,
-    envvar="RXSINKS_CONFIG",
-    type=click.Path(dir_okay=False),
-    help="The YAML configuration (a registry config.yml works as it is). Env: RXSINKS_CONFIG.",
-)
+@_CONFIG_OPTION
 def serve(config_path: str) -> None:
     """Run the relay until SIGTERM or SIGINT.
 
@@ -494,15 +498,6 @@ def dead_letters() -> None:
     """
 
 
-_CONFIG_OPTION = click.option(
-    "--config",
-    "-c",
-    "config_path",
-    required=True,
-    envvar="RXSINKS_CONFIG",
-    type=click.Path(dir_okay=False),
-    help="The relay's YAML configuration. Env: RXSINKS_CONFIG.",
-)
 _ENDPOINT_OPTION = click.option("--endpoint", "-e", default=None, help="Only this endpoint.")
 _SINCE_OPTION = click.option(
     "--since", default=None, help="Only those given up since: a duration (2h) or an ISO time."
