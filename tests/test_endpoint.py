@@ -648,3 +648,26 @@ def test_a_delay_holds_each_block_from_its_event_time() -> None:
     assert delivered == []
     scheduler.advance_to(40.0)
     assert delivered == [(30.0, "fresh"), (30.0, "old")]
+
+
+async def test_outcomes_and_dead_letters_complete_when_the_endpoint_closes(
+    start_hook: StartHook,
+) -> None:
+    # plain Rx aggregates on an endpoint's streams finish: they complete once it closed
+    hook = await start_hook(200, 422)
+    endpoint = rxsinks.Endpoint(
+        "hooks",
+        hook.url,
+        webhook=rxsinks.WebhookOptions(permanent_statuses=[422]),
+    )
+    kinds: list[list[str]] = []
+    counted: list[int] = []
+    endpoint.outcomes.pipe(ops.map(lambda o: o.kind.value), ops.to_list()).subscribe(kinds.append)
+    endpoint.dead_letters.pipe(ops.count()).subscribe(counted.append)
+    subject = rxsinks.EventSubject()
+    subject.subscribe(endpoint)
+    subject.write(*make_events(2))
+    report = await subject.aclose(10)  # waits for the endpoint to drain (its drained signal)
+    assert report.flushed
+    assert kinds == [["delivered", "failed", "dead_lettered"]]
+    assert counted == [1]
