@@ -462,6 +462,29 @@ async def test_a_backlog_from_before_the_start_does_not_wait_for_more(
         await store.close()
 
 
+async def test_a_backlog_drained_through_the_window_goes_in_full_posts(
+    tmp_path: Path, posting_hook: tuple[str, list[list[str]]]
+) -> None:
+    # 20,060 events waiting on disk, 100 per POST, the default window of 1,024 events: every
+    # refill of the window completes the block short of it, so 201 POSTs (not 216)
+    url, posts = posting_hook
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        backlog = events(20_060, "b")
+        for start in range(0, len(backlog), 2_000):
+            chunk = backlog[start : start + 2_000]
+            await store.append(chunk, [["a"]] * len(chunk))
+        endpoint = rxsinks.Endpoint("a", url, store=store, batch=rxsinks.Batching(max_events=100))
+        endpoint.start()
+        assert (await endpoint.aclose(timeout=120)).flushed
+        assert [len(post) for post in posts] == [100] * 200 + [60]
+        assert [name for post in posts for name in post] == [e.id for e in backlog]
+        assert await store.pending("a") == 0
+    finally:
+        await store.close()
+
+
 async def test_durable_endpoint_dead_letters_into_the_store(
     tmp_path: Path,
     aiohttp_server,  # type: ignore[no-untyped-def]

@@ -36,7 +36,16 @@ its write is done. A write that fails is retried after :data:`WRITE_RETRY` secon
 
 **Time.** A block waits for its events' due time (the delivery delay, ``due``), and a partial
 block of live events waits up to ``max_delay`` after its first event arrived for more; a backlog
-read back from the store never waits for more.
+read back from the store never waits for more *time*.
+
+**Full blocks from a backlog.** A backlog read back through the window is not cut into partial
+blocks at every refill: when the buffered events run short of a block and the store holds more
+behind them (the last forward read filled all the room it asked for), the partial block waits
+for the refill under way, and goes whole with the events it brings. With keys, a truncated key
+waits the same way for its catch-up read. Such a wait is never longer than a read the window
+makes anyway: a block goes as it is when no read is under way or wanted (a full window, a
+store that failed), when the store turned out to hold nothing more, and for keys that are not
+truncated (their next events may be anywhere in the store).
 """
 
 from __future__ import annotations
@@ -203,6 +212,9 @@ class Window:
         self._early: list[int] = []  # seqs put before the count was known
         self._cursor = 0
         self._live = False
+        # the last forward read filled all the room it asked for: more may wait in the store
+        # right behind the cursor, and a partial block waits for them (see the docstring)
+        self._more = False
         self._max_seen = 0  # the highest seq put or read
         self._truncated: dict[Hashable, int] = {}  # key -> its first seq not seen
         # with batching waits: when events put while the window was not live arrived (seq ->
@@ -347,6 +359,8 @@ class Window:
             if not lane:
                 return None
             if self._due is None and not self._max_delay:
+                if len(lane) < self.block_size and self._refilling(None, now):
+                    return None
                 return self._form(None, lane, min(len(lane), self.block_size))
             count, go = self._go(None, lane, now)
             return self._form(None, lane, count) if go <= now else None
@@ -369,6 +383,8 @@ class Window:
             count += 1
         if not count:
             return 0, lane[0][2]  # the head's delivery delay
+        if count < block_size and count == len(lane) and self._refilling(key, now):
+            return count, math.inf  # the refill under way completes the block (no timer)
         if count < block_size and self._max_delay:
             arrived = lane[0][3]
             if (
@@ -380,6 +396,18 @@ class Window:
             ):
                 return count, arrived + self._max_delay  # a partial block waits for more
         return count, now
+
+    def _refilling(self, key: Hashable, now: float) -> bool:
+        """Whether a read under way (or wanted now) brings more of ``key``'s events from right
+        behind what is buffered: then a partial block of them waits for it."""
+        if self._keyed:
+            if key not in self._truncated:
+                return False
+        elif not self._more or self._live:
+            return False
+        return self._reading is not None or (
+            self._read_not_before <= now and self._wanted() is not None
+        )
 
     def _form(self, key: Hashable, lane: deque[_Entry], count: int) -> Block:
         block: Block
@@ -501,14 +529,14 @@ class Window:
             wanting = [
                 (mark, cap - len(lanes.get(key, ())))
                 for key, mark in self._truncated.items()
-                if len(lanes.get(key, ())) <= cap // 2
+                if len(lanes.get(key, ())) <= cap // 2 or len(lanes.get(key, ())) < self.block_size
             ]
             if wanting:
                 # no more rows than these keys can take: a hot key's rows are most of them
                 fits = sum(free for _, free in wanting)
                 after = min(mark for mark, _ in wanting) - 1
                 return Read(ReadKind.CATCH_UP, after, min(room, fits), self._cursor)
-        if self._live or self.buffered > self.window // 2:
+        if self._live or (self.buffered > self.window // 2 and self.buffered >= self.block_size):
             return None
         return Read(ReadKind.FORWARD, self._cursor, room)
 
@@ -553,6 +581,7 @@ class Window:
                 del arrivals[seq]  # (seen: taken above, or not ours to wait for)
         self._cursor = max(self._cursor, last)
         self._max_seen = max(self._max_seen, last)
+        self._more = len(rows) >= read.limit
         if self._poll_wait is None:
             if len(rows) < read.limit and last >= self._max_seen:
                 self._live = True  # caught up: live events go to memory again
@@ -597,6 +626,7 @@ class Window:
         """``read`` failed (or was cancelled): the next waits :data:`READ_RETRY` seconds."""
         self._reading = None
         self._polling = False
+        self._more = False  # (while the store fails, what is buffered goes as it is)
         if read.generation == self._generation or read.kind is ReadKind.START:
             self._read_not_before = now + READ_RETRY
 
@@ -622,6 +652,7 @@ class Window:
         self._truncated.clear()
         self._cursor = 0
         self._live = False
+        self._more = False
         self._read_not_before = -math.inf
         self._polling = False
 
@@ -647,7 +678,8 @@ class Window:
                     times.append(self._go(key, self._lanes[key], now)[1])
             elif self._lane:
                 times.append(self._go(None, self._lane, now)[1])
-        return min(times) if times else None
+        soonest = min(times, default=math.inf)
+        return soonest if soonest < math.inf else None  # (a refill's end wakes the stage)
 
     def close(self) -> None:
         """No more events will be put: partial blocks go without waiting for more."""
