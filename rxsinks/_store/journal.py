@@ -32,7 +32,7 @@ import mmap
 import os
 import struct
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 __all__ = ["ConfirmJournal", "JournalBusy"]
@@ -136,25 +136,53 @@ class ConfirmJournal:
 
     def unapplied(self) -> tuple[int, list[tuple[int, int]]]:
         """The records not applied yet, as ``(endpoint id, seq)``, and the head they end at."""
+        records: list[tuple[int, int]] = []
+        head = self._each_unapplied(
+            lambda chunk: records.extend(
+                (endpoint, seq) for seq, endpoint, _ in _RECORD.iter_unpack(chunk)
+            )
+        )
+        return head, records
+
+    def unapplied_by_endpoint(self) -> tuple[int, dict[int, list[int]]]:
+        """Like :meth:`unapplied`, the seqs grouped by endpoint id (each in record order)."""
+        groups: dict[int, list[int]] = {}
+
+        def group(chunk: memoryview) -> None:
+            # a block's records are consecutive: one dictionary look-up per run of them
+            last: int | None = None
+            seqs: list[int] = []
+            for seq, endpoint, _ in _RECORD.iter_unpack(chunk):
+                if endpoint != last:
+                    seqs = groups.setdefault(endpoint, [])
+                    last = endpoint
+                seqs.append(seq)
+
+        return self._each_unapplied(group), groups
+
+    def _each_unapplied(self, take: Callable[[memoryview], object]) -> int:
+        """Hand the unapplied records to ``take``, a span of the ring at a time; returns the
+        head they end at."""
         head, tail, capacity = self._head, self._tail, self.capacity
         # written by this process (or checked when it opened): no crc to check again
         first, last = tail % capacity, head % capacity
         if head - tail == 0:
-            return head, []
+            return head
         # one span, or two when the records wrap around the end of the ring (or fill it)
         spans = [(first, last)] if first < last else [(first, capacity), (0, last)]
-        records = []
         view = memoryview(self._map)
         try:
             for start, end in spans:
                 chunk = view[
                     _HEADER_SIZE + start * _RECORD.size : _HEADER_SIZE + end * _RECORD.size
                 ]
-                records += [(endpoint, seq) for seq, endpoint, _ in _RECORD.iter_unpack(chunk)]
-                chunk.release()
+                try:
+                    take(chunk)
+                finally:
+                    chunk.release()
         finally:
             view.release()
-        return head, records
+        return head
 
     def applied(self, head: int) -> None:
         """The records up to ``head`` are in the database: their slots may be reused."""

@@ -102,6 +102,12 @@ TABLES = frozenset(
 _LISTED = 32
 # how many seqs one statement binds at most (SQLite allows 32,766 parameters since 3.32)
 _BIND = 5_000
+# an endpoint's cursor, and whether it owes anything beside its routes or did any delivery beyond
+# its cursor: one statement (the cheap case of a confirm needs nothing else)
+_STATE = (
+    "SELECT cursor, EXISTS (SELECT 1 FROM owed WHERE endpoint = :id), "
+    "EXISTS (SELECT 1 FROM beyond WHERE endpoint = :id) FROM endpoints WHERE id = :id"
+)
 # events deleted per compaction statement: one statement holds the store's thread this long
 # (about 10 ms), then ingest commits go before the next
 COMPACT_CHUNK = 5_000
@@ -321,50 +327,64 @@ class Ledger:
         wanted = set(seqs)
         if not wanted:
             return
-        owed = self._owed_among(db, ident, wanted)
-        if owed:
-            db.executemany(
-                "DELETE FROM owed WHERE endpoint = ? AND seq = ?", [(ident, s) for s in owed]
-            )
-            wanted -= owed
-        cursor = self.cursor(db, ident)
+        row = db.execute(_STATE, {"id": ident}).fetchone()
+        if row is None:
+            return  # (an endpoint nothing was ever routed to)
+        cursor, has_owed, has_beyond = int(row[0]), bool(row[1]), bool(row[2])
+        if has_owed:
+            owed = self._owed_among(db, ident, wanted)
+            if owed:
+                db.executemany(
+                    "DELETE FROM owed WHERE endpoint = ? AND seq = ?", [(ident, s) for s in owed]
+                )
+                wanted -= owed
         high = {seq for seq in wanted if seq > cursor}
         if not high:
             return
-        # the first routed event above the cursor is the only one whose settling moves it
-        # (invariant 3): walk from there over everything done, a chunk of the index at a time
-        chunk = len(high) + 1  # in order, one block: its events and the next one
-        position = cursor
-        walked = False
-        while True:
-            routed = self._routed(db, ident, position, chunk, undone=False)
-            if not routed:
-                # nothing routed after the last one walked: the cursor goes to it
-                break
-            done = high | self._beyond(db, ident, position, routed[-1])
-            stop = next((seq for seq in routed if seq not in done), None)
-            if stop is not None:
-                if stop != routed[0] or walked:
-                    position = stop - 1
-                    walked = True
-                break
-            position = routed[-1]
-            walked = True
-            if len(routed) < chunk:
-                break
-            chunk *= 2
-        if walked:
+        top = max(high)
+        if min(high) == cursor + 1 and len(high) == top - cursor:
+            # every seq right after the cursor up to top is done (a block of consecutive
+            # events, the common case): the cursor moves there whatever the routes, then on
+            # over what was done beyond it before, if anything was
+            position = top if not has_beyond else self._walk(db, ident, top, set())
+            rest: list[int] = []
+        else:
+            # the first routed event above the cursor is the only one whose settling moves it
+            # (invariant 3): walk from there over everything done
+            position = self._walk(db, ident, cursor, high)
+            rest = [seq for seq in high if seq > position]
+        if position > cursor:
             db.execute("UPDATE endpoints SET cursor = ? WHERE id = ?", (position, ident))
-            db.execute("DELETE FROM beyond WHERE endpoint = ? AND seq <= ?", (ident, position))
-        rest = [seq for seq in high if seq > position]
+            if has_beyond:
+                query = "DELETE FROM beyond WHERE endpoint = ? AND seq <= ?"
+                db.execute(query, (ident, position))
         if rest:
             # done out of order: noted beyond the cursor, for the events routed to ident only
             # (invariant 1)
-            for routed_seq in self._routed_among(db, ident, rest):
-                db.execute(
-                    "INSERT OR IGNORE INTO beyond (endpoint, seq) VALUES (?, ?)",
-                    (ident, routed_seq),
-                )
+            db.executemany(
+                "INSERT OR IGNORE INTO beyond (endpoint, seq) VALUES (?, ?)",
+                [(ident, seq) for seq in self._routed_among(db, ident, rest)],
+            )
+
+    def _walk(self, db: sqlite3.Connection, ident: int, position: int, high: set[int]) -> int:
+        """Where the cursor goes from ``position``: over every event routed to ``ident`` that
+        is done (in ``high``, or beyond the cursor already), up to the first one that is not
+        (exclusive), or up to the last one routed; read a chunk of the index at a time."""
+        chunk = len(high) + 1  # in order, one block: its events and the next one
+        start = position
+        while True:
+            routed = self._routed(db, ident, position, chunk, undone=False)
+            if not routed:
+                return position  # nothing routed after: the last one walked
+            done = high | self._beyond(db, ident, position, routed[-1])
+            stop = next((seq for seq in routed if seq not in done), None)
+            if stop is not None:
+                # (not moved at all when the first routed event is not done)
+                return stop - 1 if stop != routed[0] or position > start else position
+            position = routed[-1]
+            if len(routed) < chunk:
+                return position
+            chunk *= 2
 
     def _beyond(self, db: sqlite3.Connection, ident: int, after: int, upto: int) -> set[int]:
         return {
@@ -376,8 +396,6 @@ class Ledger:
         }
 
     def _owed_among(self, db: sqlite3.Connection, ident: int, seqs: set[int]) -> set[int]:
-        if db.execute("SELECT 1 FROM owed WHERE endpoint = ? LIMIT 1", (ident,)).fetchone() is None:
-            return set()
         found: set[int] = set()
         ordered = sorted(seqs)
         for start in range(0, len(ordered), _BIND):

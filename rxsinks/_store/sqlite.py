@@ -505,10 +505,7 @@ class SQLiteStore:
         journal = self._journal
         if journal is None or journal.head == journal.tail:
             return
-        head, records = journal.unapplied()
-        by_endpoint: dict[int, list[int]] = {}
-        for ident, seq in records:
-            by_endpoint.setdefault(ident, []).append(seq)
+        head, by_endpoint = journal.unapplied_by_endpoint()
         ledger = self._ledger
         try:
             db.execute("BEGIN IMMEDIATE")

@@ -73,9 +73,33 @@ Row = tuple[int, Event, float | None]
 """A delivery read from the store: seq, event, and when it arrived (wall-clock seconds; ``None``
 when the store does not know)."""
 
-# a buffered event: seq, event, due (stage clock), when it arrived live (stage clock; None when
-# it was read back from the store: it has waited long enough for more)
-_Entry = tuple[int, Event, float, float | None]
+
+class _Lane:
+    """One key's buffered events (all of them, without keys), in seq order.
+
+    Parallel deques rather than a tuple per event: nothing is allocated per event and endpoint
+    while it waits (with hundreds of endpoints, those tuples were most of what the garbage
+    collector had to go through). The due times and live arrivals are kept only when blocks
+    wait for time (``timed``).
+    """
+
+    __slots__ = ("arrivals", "dues", "events", "seqs")
+
+    def __init__(self, timed: bool) -> None:
+        self.seqs: deque[int] = deque()
+        self.events: deque[Event] = deque()
+        # when each event may go (stage clock), and when it arrived live (stage clock; None
+        # when read back from the store: it has waited long enough for more)
+        self.dues: deque[float] | None = deque() if timed else None
+        self.arrivals: deque[float | None] | None = deque() if timed else None
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def clear(self) -> None:
+        for part in (self.seqs, self.events, self.dues, self.arrivals):
+            if part is not None:
+                part.clear()
 
 
 class ReadKind(Enum):
@@ -223,8 +247,9 @@ class Window:
         self._generation = 0  # a rescan starts over: reads from before it are stale
 
         # what is buffered: per key, in seq order (one lane, key None, without keys)
-        self._lane: deque[_Entry] = deque()
-        self._lanes: dict[Hashable, deque[_Entry]] = {} if self._keyed else {None: self._lane}
+        self._timed = due is not None or bool(self._max_delay)
+        self._lane = _Lane(self._timed)
+        self._lanes: dict[Hashable, _Lane] = {} if self._keyed else {None: self._lane}
         self._ready: deque[Hashable] = deque()  # keys with events buffered and none in flight
         self._busy: set[Hashable] = set()  # keys with a block not released
         self.buffered = 0
@@ -324,18 +349,27 @@ class Window:
             if lane is not None and len(lane) >= self.cap:
                 self._truncated[key] = seq
                 return
+        elif not self._timed:  # (the common case, once per event and endpoint: inline)
+            lane = self._lane
+            lane.seqs.append(seq)
+            lane.events.append(event)
+            self.buffered += 1
+            return
         self._accept(key, seq, event, None, now if self._max_delay else None)
 
     def _accept(
         self, key: Hashable, seq: int, event: Event, arrived: float | None, live: float | None
     ) -> None:
-        due = self._due(event, arrived) if self._due is not None else 0.0
         lane = self._lanes.get(key)
         if lane is None:
-            lane = self._lanes[key] = deque()
+            lane = self._lanes[key] = _Lane(self._timed)
             if key not in self._busy:
                 self._ready.append(key)
-        lane.append((seq, event, due, live))
+        lane.seqs.append(seq)
+        lane.events.append(event)
+        if lane.dues is not None and lane.arrivals is not None:
+            lane.dues.append(self._due(event, arrived) if self._due is not None else 0.0)
+            lane.arrivals.append(live)
         self.buffered += 1
 
     def _key_of(self, event: Event) -> Hashable:
@@ -373,20 +407,24 @@ class Window:
                 return self._form(key, lane, count)
         return None
 
-    def _go(self, key: Hashable, lane: deque[_Entry], now: float) -> tuple[int, float]:
+    def _go(self, key: Hashable, lane: _Lane, now: float) -> tuple[int, float]:
         """How many of a lane's events may go as its next block, and when (``<= now``: now)."""
         block_size = self.block_size
-        count = 0
-        for entry in lane:
-            if count == block_size or entry[2] > now:
-                break
-            count += 1
-        if not count:
-            return 0, lane[0][2]  # the head's delivery delay
+        dues = lane.dues
+        if dues is None:
+            count = min(len(lane), block_size)
+        else:
+            count = 0
+            for due in dues:
+                if count == block_size or due > now:
+                    break
+                count += 1
+            if not count:
+                return 0, dues[0]  # the head's delivery delay
         if count < block_size and count == len(lane) and self._refilling(key, now):
             return count, math.inf  # the refill under way completes the block (no timer)
-        if count < block_size and self._max_delay:
-            arrived = lane[0][3]
+        if count < block_size and self._max_delay and lane.arrivals is not None:
+            arrived = lane.arrivals[0]
             if (
                 arrived is not None
                 and self._live
@@ -409,16 +447,19 @@ class Window:
             self._read_not_before <= now and self._wanted() is not None
         )
 
-    def _form(self, key: Hashable, lane: deque[_Entry], count: int) -> Block:
+    def _form(self, key: Hashable, lane: _Lane, count: int) -> Block:
         block: Block
         seqs: tuple[int, ...]
         if count == 1:  # single events (the registry's way): no lists to build
-            entry = lane.popleft()
-            seqs, block = (entry[0],), (entry[1],)
+            seqs, block = (lane.seqs.popleft(),), (lane.events.popleft(),)
         else:
-            entries = [lane.popleft() for _ in range(count)]
-            seqs = tuple(entry[0] for entry in entries)
-            block = tuple(entry[1] for entry in entries)
+            pop_seq, pop_event = lane.seqs.popleft, lane.events.popleft
+            seqs = tuple([pop_seq() for _ in range(count)])
+            block = tuple([pop_event() for _ in range(count)])
+        if lane.dues is not None and lane.arrivals is not None:
+            for _ in range(count):
+                lane.dues.popleft()
+                lane.arrivals.popleft()
         self.buffered -= count
         if self._keyed:
             self._busy.add(key)
