@@ -16,8 +16,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
 
 import rxsinks
 from rxsinks._exceptions import StoreError
@@ -260,6 +262,81 @@ async def test_confirms_applied_twice_or_for_other_events_change_nothing(tmp_pat
         await store.confirm("a", [seqs[0]])
         assert await ids(store, "a") == ["e2", "e4"]
         assert await store.pending("a") == 2
+    finally:
+        await store.close()
+
+
+# -- endpoints that fell behind ------------------------------------------------------------
+
+
+async def test_endpoints_behind_on_the_same_events_decode_each_of_them_once(
+    tmp_path: Path,
+) -> None:
+    # twenty endpoints read the same backlog back, a window at a time, side by side (as a
+    # relay that fell behind does): each event is decoded once, and they share it
+    path = tmp_path / "s.db"
+    names = [f"hook-{index}" for index in range(20)]
+    writer = SQLiteStore(path)
+    await writer.open()
+    for start in range(0, 3000, 500):
+        await writer.append(events(500, f"b{start}-"), [names] * 500)
+    await writer.close()
+    store = SQLiteStore(path)  # nothing of the backlog in this one's memory
+    await store.open()
+    try:
+        seen: dict[str, dict[int, rxsinks.Event]] = {name: {} for name in names}
+        after = dict.fromkeys(names, 0)
+        for _ in range(6):  # six windows of 500 each
+            for name in names:
+                rows = await store.read(name, after[name], 500)
+                seen[name].update(rows)
+                after[name] = rows[-1][0]
+        assert all(len(got) == 3000 for got in seen.values())
+        assert store.decoded == 3000  # not 60,000
+        first, *others = names
+        assert all(seen[first][seq] is seen[other][seq] for other in others for seq in seen[first])
+    finally:
+        await store.close()
+
+
+async def test_durable_endpoints_draining_one_backlog_decode_it_once(
+    tmp_path: Path, aiohttp_server: Any
+) -> None:
+    received: dict[str, int] = {}
+
+    async def handler(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        received[name] = received.get(name, 0) + len((await request.json())["events"])
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/hook/{name}", handler)
+    server = await aiohttp_server(app)
+    path = tmp_path / "s.db"
+    names = [f"hook-{index}" for index in range(12)]
+    writer = SQLiteStore(path)
+    await writer.open()
+    await writer.append(events(2000, "lag"), [names] * 2000)
+    await writer.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        endpoints = [
+            rxsinks.Endpoint(
+                name,
+                str(server.make_url(f"/hook/{name}")),
+                store=store,
+                store_window=128,
+                batch=rxsinks.Batching(max_events=25),
+            )
+            for name in names
+        ]
+        for endpoint in endpoints:
+            endpoint.start()
+        reports = await asyncio.gather(*(endpoint.aclose(timeout=120) for endpoint in endpoints))
+        assert all(report.flushed for report in reports)
+        assert received == dict.fromkeys(names, 2000)
+        assert store.decoded == 2000  # once for all twelve endpoints
     finally:
         await store.close()
 
