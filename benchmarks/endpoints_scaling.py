@@ -14,6 +14,15 @@
    log (``rxsinks.db-wal``) and of the database is read: the files are polled until they stop
    shrinking (two compaction rounds at most).
 
+3. **Falling behind** (with ``--behind-rate R``): the SQLite relay is offered ``R`` events/s in
+   POSTs of 200 for ``--seconds`` seconds, more than it can deliver to ``--endpoints``
+   endpoints, so its backlog grows far past each endpoint's in-memory window; the
+   event-deliveries per second are sampled every 3 s until the backlog is drained. A relay
+   that degrades gracefully keeps its rate as the lag grows: ``behind_rate_min``,
+   ``behind_rate_mean`` and ``behind_rate_max`` (event-deliveries/s over the samples taken
+   while behind), ``behind_peak_lag`` (event-deliveries not yet made, at most) and
+   ``behind_cpu_us_per_delivery``.
+
 Last line: one JSON object with ``sqlite_keeps_up_<E>``, ``memory_keeps_up_<E>``,
 ``sqlite_cpu_us_per_delivery_<E>``, ``memory_cpu_us_per_delivery_<E>``,
 ``sqlite_vs_memory_cpu_<E>`` (E = the endpoint count), ``sqlite_offered_seconds_<E>`` (how long
@@ -21,7 +30,7 @@ the offer took), ``wal_bytes_after_drain``, ``db_bytes_after_drain``, the backlo
 peak and ``db_bytes_per_pending_event`` (the database and its log at the peak, per event).
 
 Usage: ``python benchmarks/endpoints_scaling.py [--endpoints 300] [--rate 200] [--seconds 20]
-[--backlog 1000000]``
+[--backlog 1000000] [--behind-rate 800]``
 """
 
 from __future__ import annotations
@@ -116,6 +125,60 @@ async def scaling_run(
     }
 
 
+async def behind_run(
+    directory: Path, endpoints: int, rate: float, args: argparse.Namespace
+) -> dict[str, float]:
+    """The SQLite relay offered more than it delivers: its delivery rate as the lag grows."""
+    work = directory / "behind"
+    work.mkdir()
+    events = make_events(int(rate * args.seconds))
+    expected = len(events) * endpoints
+    with receiver() as base:
+        hooks = [
+            {
+                "name": f"e{index}",
+                "url": f"{base}/events/e{index}",
+                "batch": {"maxevents": args.per_post, "maxdelay": "250ms"},
+            }
+            for index in range(endpoints)
+        ]
+        async with serve({"path": str(work / "rxsinks.db")}, hooks, work) as (url, pid):
+            offering = asyncio.ensure_future(offer(url, events, 200, rate))
+            start = time.monotonic()
+            cpu_start = cpu_seconds(pid)
+            rates: list[float] = []
+            lags: list[int] = []
+            before = 0
+            deadline = start + 600
+            while before < expected and time.monotonic() < deadline:
+                await asyncio.sleep(3)
+                delivered = counts(base)["events"]
+                # (what the offer's schedule has posted by now: all of it once it is over)
+                elapsed = time.monotonic() - start
+                offered = expected
+                if not offering.done():
+                    offered = min(expected, int(expected * elapsed / args.seconds))
+                lag = offered - delivered
+                if lag > 0 and delivered < expected:
+                    rates.append((delivered - before) / 3)
+                    lags.append(lag)
+                before = delivered
+            cpu = cpu_seconds(pid) - cpu_start
+            await offering
+    print(
+        f"behind, {endpoints} endpoints at {rate:.0f} events/s: lag up to {max(lags, default=0):,}"
+        f" event-deliveries, {min(rates, default=0):,.0f} to {max(rates, default=0):,.0f} per s",
+        flush=True,
+    )
+    return {
+        "behind_rate_min": round(min(rates, default=0)),
+        "behind_rate_mean": round(sum(rates) / max(len(rates), 1)),
+        "behind_rate_max": round(max(rates, default=0)),
+        "behind_peak_lag": max(lags, default=0),
+        "behind_cpu_us_per_delivery": round(cpu * 1e6 / max(before, 1), 2),
+    }
+
+
 def files_bytes(db: Path, wal: Path) -> tuple[int, int]:
     """The sizes of the database and of its write-ahead log (0 if there is none)."""
     return db.stat().st_size, wal.stat().st_size if wal.exists() else 0
@@ -184,6 +247,9 @@ async def main() -> None:
     parser.add_argument("--per-post", type=int, default=50, help="events per delivery POST")
     parser.add_argument("--tail", type=float, default=5.0, help="seconds to catch up after")
     parser.add_argument("--backlog", type=int, default=1_000_000)
+    parser.add_argument(
+        "--behind-rate", type=float, default=0.0, help="events/s for the falling-behind phase"
+    )
     args = parser.parse_args()
     figures: dict[str, Any] = {"benchmark": "endpoints_scaling", "endpoints": args.endpoints}
     with tempfile.TemporaryDirectory() as name:
@@ -205,6 +271,8 @@ async def main() -> None:
         )
         if args.backlog:
             figures.update(await disk_run(directory, args.backlog))
+        if args.behind_rate:
+            figures.update(await behind_run(directory, n, args.behind_rate, args))
     figures["machine"] = machine()
     print(json.dumps(figures))
 
