@@ -77,6 +77,18 @@ async def offer(url: str, events: list[rxsinks.Event], per_post: int, rate: floa
     return time.monotonic() - start
 
 
+def endpoint_hooks(base: str, endpoints: int, per_post: int) -> list[dict[str, Any]]:
+    """``endpoints`` endpoints ``e0``.., each its own path on the receiver at ``base``."""
+    return [
+        {
+            "name": f"e{index}",
+            "url": f"{base}/events/e{index}",
+            "batch": {"maxevents": per_post, "maxdelay": "250ms"},
+        }
+        for index in range(endpoints)
+    ]
+
+
 async def scaling_run(
     directory: Path, store: dict[str, Any], endpoints: int, args: argparse.Namespace
 ) -> dict[str, float | bool]:
@@ -90,14 +102,7 @@ async def scaling_run(
     events = make_events(int(args.rate * args.seconds))
     expected = len(events) * endpoints
     with receiver() as base:
-        hooks = [
-            {
-                "name": f"e{index}",
-                "url": f"{base}/events/e{index}",
-                "batch": {"maxevents": args.per_post, "maxdelay": "250ms"},
-            }
-            for index in range(endpoints)
-        ]
+        hooks = endpoint_hooks(base, endpoints, args.per_post)
         async with serve(store, hooks, work) as (url, pid):
             before = cpu_seconds(pid)
             offered_for = await offer(url, events, args.post, args.rate)
@@ -134,14 +139,7 @@ async def behind_run(
     events = make_events(int(rate * args.seconds))
     expected = len(events) * endpoints
     with receiver() as base:
-        hooks = [
-            {
-                "name": f"e{index}",
-                "url": f"{base}/events/e{index}",
-                "batch": {"maxevents": args.per_post, "maxdelay": "250ms"},
-            }
-            for index in range(endpoints)
-        ]
+        hooks = endpoint_hooks(base, endpoints, args.per_post)
         async with serve({"path": str(work / "rxsinks.db")}, hooks, work) as (url, pid):
             offering = asyncio.ensure_future(offer(url, events, 200, rate))
             start = time.monotonic()

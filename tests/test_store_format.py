@@ -13,8 +13,8 @@ import os
 import sqlite3
 import tarfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,17 @@ def tables(path: Path) -> Iterator[sqlite3.Connection]:
         yield db
     finally:
         db.close()
+
+
+@asynccontextmanager
+async def opened(path: Path) -> AsyncIterator[SQLiteStore]:
+    """The store at ``path``, open."""
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 def rows(db: sqlite3.Connection, table: str) -> int:
@@ -81,9 +92,7 @@ async def test_an_event_is_one_row_whatever_the_number_of_endpoints(
 ) -> None:
     path = tmp_path / "s.db"
     names = [f"hook-{index}" for index in range(endpoints)]
-    store = SQLiteStore(path)
-    await store.open()
-    try:
+    async with opened(path) as store:
         seqs = await store.append(events(200), [names] * 200)
         assert await store.pending() == 200 * endpoints
         # each endpoint delivers the events in blocks of 20, in order
@@ -92,8 +101,6 @@ async def test_an_event_is_one_row_whatever_the_number_of_endpoints(
                 store, name, [seqs[i : i + 20] for i in range(0, 200, 20)]
             )
         assert await store.pending() == 0
-    finally:
-        await store.close()
     with tables(path) as db:
         # the same rows for one endpoint or sixty: the events, one route set, the endpoints
         assert rows(db, "events") == 200
@@ -140,9 +147,7 @@ async def test_confirms_out_of_order_are_kept_beyond_the_cursor_until_the_gap_cl
 
 async def test_each_endpoint_reads_only_what_was_routed_to_it(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
-    store = SQLiteStore(path)
-    await store.open()
-    try:
+    async with opened(path) as store:
         # routes as filters make them: a takes everything, b the even events, c none of these
         batch = events(12)
         routes = [["a", "b"] if i % 2 == 0 else ["a"] for i in range(12)]
@@ -163,8 +168,6 @@ async def test_each_endpoint_reads_only_what_was_routed_to_it(tmp_path: Path) ->
         await store.confirm("a", seqs)
         assert await store.compact() == 12
         assert await ids(store, "c") == ["c0", "c1", "c2"]
-    finally:
-        await store.close()
     with tables(path) as db:
         assert rows(db, "events") == 3  # c's
         assert rows(db, "route_sets") == 4  # {a, b}, {a}, {c} and the empty set
@@ -172,9 +175,7 @@ async def test_each_endpoint_reads_only_what_was_routed_to_it(tmp_path: Path) ->
 
 async def test_dead_letters_and_replays_above_and_below_the_cursor(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
-    store = SQLiteStore(path)
-    await store.open()
-    try:
+    async with opened(path) as store:
         seqs = await store.append(events(8), [["a", "b"]] * 8)
         await store.confirm("a", seqs[0:2])
         await store.dead_letter("a", seqs[2:3], "422", 1)  # at the cursor: it moves over it
@@ -199,8 +200,6 @@ async def test_dead_letters_and_replays_above_and_below_the_cursor(tmp_path: Pat
         await store.confirm("a", [seqs[2]])
         assert await ids(store, "a") == []
         assert await store.compact() == 2
-    finally:
-        await store.close()
     with tables(path) as db:
         assert rows(db, "events") == rows(db, "owed") == rows(db, "dead_letters") == 0
 
@@ -209,17 +208,13 @@ async def test_a_dead_letter_replayed_above_the_cursor_is_owed_by_the_routes_aga
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "s.db"
-    store = SQLiteStore(path)
-    await store.open()
-    try:
+    async with opened(path) as store:
         seqs = await store.append(events(4), [["a"]] * 4)
         await store.dead_letter("a", seqs[2:3], "422", 1)  # beyond the cursor (0)
         assert await ids(store, "a") == ["e0", "e1", "e3"]
         assert await store.replay("a") == [("a", seqs[2])]
         assert await ids(store, "a") == ["e0", "e1", "e2", "e3"]
         await store.confirm("a", seqs)
-    finally:
-        await store.close()
     with tables(path) as db:
         assert rows(db, "owed") == rows(db, "beyond") == 0 and cursor(db, "a") == seqs[-1]
 
@@ -227,9 +222,7 @@ async def test_a_dead_letter_replayed_above_the_cursor_is_owed_by_the_routes_aga
 async def test_moving_a_backlog_keeps_what_the_new_endpoint_already_has_once(
     tmp_path: Path,
 ) -> None:
-    store = SQLiteStore(tmp_path / "s.db")
-    await store.open()
-    try:
+    async with opened(tmp_path / "s.db") as store:
         seqs = await store.append(events(6), [["old", "new"]] * 3 + [["old"]] * 3)
         await store.confirm("new", seqs[:2])  # new delivered e0, e1; e2 is pending for both
         await store.confirm("old", seqs[:1])
@@ -245,16 +238,12 @@ async def test_moving_a_backlog_keeps_what_the_new_endpoint_already_has_once(
         assert (dropped.pending, dropped.dead_letters) == (4, 1)
         assert await store.backlogs() == []
         assert await store.compact() == 6
-    finally:
-        await store.close()
 
 
 async def test_confirms_applied_twice_or_for_other_events_change_nothing(tmp_path: Path) -> None:
     # a journal record applied again, or naming an event not routed to the endpoint (another
     # endpoint's), must not move the cursor over an event still to deliver
-    store = SQLiteStore(tmp_path / "s.db")
-    await store.open()
-    try:
+    async with opened(tmp_path / "s.db") as store:
         seqs = await store.append(events(6), [["a"], ["b"]] * 3)
         await store.confirm("a", [seqs[1], seqs[3]])  # b's events
         assert await ids(store, "a") == ["e0", "e2", "e4"]
@@ -262,8 +251,6 @@ async def test_confirms_applied_twice_or_for_other_events_change_nothing(tmp_pat
         await store.confirm("a", [seqs[0]])
         assert await ids(store, "a") == ["e2", "e4"]
         assert await store.pending("a") == 2
-    finally:
-        await store.close()
 
 
 # -- endpoints that fell behind ------------------------------------------------------------
@@ -318,9 +305,7 @@ async def test_durable_endpoints_draining_one_backlog_decode_it_once(
     await writer.open()
     await writer.append(events(2000, "lag"), [names] * 2000)
     await writer.close()
-    store = SQLiteStore(path)
-    await store.open()
-    try:
+    async with opened(path) as store:
         endpoints = [
             rxsinks.Endpoint(
                 name,
@@ -337,8 +322,6 @@ async def test_durable_endpoints_draining_one_backlog_decode_it_once(
         assert all(report.flushed for report in reports)
         assert received == dict.fromkeys(names, 2000)
         assert store.decoded == 2000  # once for all twelve endpoints
-    finally:
-        await store.close()
 
 
 # -- the previous format ---------------------------------------------------------------------
@@ -429,12 +412,8 @@ async def test_a_store_that_cannot_give_pages_back_is_rewritten_once(tmp_path: P
         db.execute("PRAGMA auto_vacuum=NONE")
         db.execute("VACUUM")
         assert db.execute("PRAGMA auto_vacuum").fetchone() == (0,)
-    store = SQLiteStore(path)
-    await store.open()
-    try:
+    async with opened(path) as store:
         assert await ids(store, "a") == ["e0", "e1", "e2"]
-    finally:
-        await store.close()
     with tables(path) as db:
         assert db.execute("PRAGMA auto_vacuum").fetchone() == (2,)
 
@@ -445,9 +424,7 @@ async def test_a_store_that_cannot_give_pages_back_is_rewritten_once(tmp_path: P
 async def test_a_drained_backlog_gives_its_disk_back(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     wal = Path(f"{path}-wal")
-    store = SQLiteStore(path)
-    await store.open()
-    try:
+    async with opened(path) as store:
         with tables(path) as db:
             assert db.execute("PRAGMA auto_vacuum").fetchone() == (2,)  # a new store
         seqs: list[int] = []
@@ -466,8 +443,6 @@ async def test_a_drained_backlog_gives_its_disk_back(tmp_path: Path) -> None:
         # and the store goes on
         more = await store.append(events(3, "after"), [["a"]] * 3)
         assert [s for s, _ in await store.read("a", 0, 10)] == more
-    finally:
-        await store.close()
 
 
 def test_the_checkpointer_truncates_a_log_that_is_all_copied_back(tmp_path: Path) -> None:

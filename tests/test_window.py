@@ -76,7 +76,12 @@ def put(window: Window, store: Store, *names: str) -> None:
 def play(window: Window, store: Store, now: float = 0.0) -> list[str]:
     """Play the driver with a receiver and a store that always succeed, at once, until nothing
     more happens; returns the ids delivered, in order."""
-    got: list[str] = []
+    return [name for block in blocks_played(window, store, now) for name in block]
+
+
+def blocks_played(window: Window, store: Store, now: float = 0.0) -> list[list[str]]:
+    """Like :func:`play`, the ids of each block as it went."""
+    got: list[list[str]] = []
     while True:
         write = window.next_write(now)
         if write is not None:
@@ -84,7 +89,7 @@ def play(window: Window, store: Store, now: float = 0.0) -> list[str]:
             window.written(write)
         block = window.take(now)
         if block is not None:
-            got += ids(block)
+            got.append(ids(block))
             window.done(block, None, 1)
         elif (read := window.next_read(now)) is not None:
             window.read(read, store.rows(read), now)
@@ -259,20 +264,6 @@ def test_a_partial_block_goes_when_the_store_has_nothing_more_or_cannot_be_read(
     assert read is not None
     window.read(read, store.rows(read), READ_RETRY)  # a8-a11: fewer than asked, the end
     assert ids(window.take(READ_RETRY)) == ["a8", "a9", "a10", "a11"]
-
-
-def blocks_played(window: Window, store: Store) -> list[list[str]]:
-    """Like :func:`play` (confirms noted at once), the blocks as they went."""
-    got: list[list[str]] = []
-    while True:
-        block = window.take(0)
-        if block is not None:
-            got.append(ids(block))
-            window.done(block, None, 1)
-        elif (read := window.next_read(0)) is not None:
-            window.read(read, store.rows(read), 0)
-        else:
-            return got
 
 
 def test_a_truncated_key_waits_for_its_catch_up_to_fill_a_block() -> None:
