@@ -176,19 +176,20 @@ class Ledger:
     def refresh(self, db: sqlite3.Connection) -> None:
         """Read the endpoints and route sets other processes added since the last call (all of
         them, the first time). Call it outside a transaction: the cost is one pragma when
-        nobody else wrote to the database."""
+        nobody else wrote to the database, two counts when nobody added any (neither is ever
+        deleted, so a count tells)."""
         version = int(db.execute("PRAGMA data_version").fetchone()[0])
         if version == self._version:
             return
         self._version = version
-        known = max(self.names, default=0)
-        query = "SELECT id, name FROM endpoints WHERE id > ?"
-        for ident, name in db.execute(query, (known,)).fetchall():
-            self._known_endpoint(int(ident), str(name))
-        known = max(self._members, default=0)
-        query = "SELECT id, members FROM route_sets WHERE id > ?"
-        for ident, members in db.execute(query, (known,)).fetchall():
-            self._known_route_set(int(ident), str(members))
+        if int(db.execute("SELECT COUNT(*) FROM endpoints").fetchone()[0]) != len(self.names):
+            for ident, name in db.execute("SELECT id, name FROM endpoints").fetchall():
+                if int(ident) not in self.names:
+                    self._known_endpoint(int(ident), str(name))
+        if int(db.execute("SELECT COUNT(*) FROM route_sets").fetchone()[0]) != len(self._members):
+            for ident, members in db.execute("SELECT id, members FROM route_sets").fetchall():
+                if int(ident) not in self._members:
+                    self._known_route_set(int(ident), str(members))
 
     def mark(self) -> int:
         """Where the staged cache entries stand (before a job of the transaction)."""
