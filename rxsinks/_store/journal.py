@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import mmap
 import os
 import struct
@@ -119,19 +120,26 @@ class ConfirmJournal:
         """Note ``seqs`` as delivered to ``endpoint``; False (nothing written) if there is no
         room for all of them."""
         seqs = tuple(seqs)
-        if len(seqs) > self.room:
+        count = len(seqs)
+        if count > self.room:
             return False
         number = self._head
         capacity = self.capacity
-        memory = self._map
-        for seq in seqs:
-            crc = zlib.crc32(_KEY.pack(number, seq, endpoint))
-            _RECORD.pack_into(
-                memory, _HEADER_SIZE + (number % capacity) * _RECORD.size, seq, endpoint, crc
+        crc32, key = zlib.crc32, _KEY.pack
+        fields: list[int] = []
+        for offset, seq in enumerate(seqs):
+            fields += (seq, endpoint, crc32(key(number + offset, seq, endpoint)))
+        # one write per run of slots: up to the end of the ring, then from its start
+        start = number % capacity
+        first = min(count, capacity - start)
+        if first:
+            _records(first).pack_into(
+                self._map, _HEADER_SIZE + start * _RECORD.size, *fields[: 3 * first]
             )
-            number += 1
+        if first < count:
+            _records(count - first).pack_into(self._map, _HEADER_SIZE, *fields[3 * first :])
         # published only once written: the store's thread reads up to head
-        self._head = number
+        self._head = number + count
         return True
 
     def unapplied(self) -> tuple[int, list[tuple[int, int]]]:
@@ -205,6 +213,12 @@ class ConfirmJournal:
         if zlib.crc32(_KEY.pack(number, seq, endpoint)) != crc:
             return None
         return endpoint, seq
+
+
+@functools.lru_cache(maxsize=256)
+def _records(count: int) -> struct.Struct:
+    """The layout of ``count`` consecutive records (a block's, written in one call)."""
+    return struct.Struct("<" + "QII" * count)
 
 
 def _allocate(fd: int, size: int, fresh: bool) -> None:

@@ -80,18 +80,19 @@ class _Lane:
     Parallel deques rather than a tuple per event: nothing is allocated per event and endpoint
     while it waits (with hundreds of endpoints, those tuples were most of what the garbage
     collector had to go through). The due times and live arrivals are kept only when blocks
-    wait for time (``timed``).
+    wait for them: the due times with a delivery delay (``due``), the arrivals with batching
+    waits (``batching``).
     """
 
     __slots__ = ("arrivals", "dues", "events", "seqs")
 
-    def __init__(self, timed: bool) -> None:
+    def __init__(self, due: bool, batching: bool) -> None:
         self.seqs: deque[int] = deque()
         self.events: deque[Event] = deque()
         # when each event may go (stage clock), and when it arrived live (stage clock; None
         # when read back from the store: it has waited long enough for more)
-        self.dues: deque[float] | None = deque() if timed else None
-        self.arrivals: deque[float | None] | None = deque() if timed else None
+        self.dues: deque[float] | None = deque() if due else None
+        self.arrivals: deque[float | None] | None = deque() if batching else None
 
     def __len__(self) -> int:
         return len(self.seqs)
@@ -247,8 +248,7 @@ class Window:
         self._generation = 0  # a rescan starts over: reads from before it are stale
 
         # what is buffered: per key, in seq order (one lane, key None, without keys)
-        self._timed = due is not None or bool(self._max_delay)
-        self._lane = _Lane(self._timed)
+        self._lane = self._new_lane()
         self._lanes: dict[Hashable, _Lane] = {} if self._keyed else {None: self._lane}
         self._ready: deque[Hashable] = deque()  # keys with events buffered and none in flight
         self._busy: set[Hashable] = set()  # keys with a block not released
@@ -349,10 +349,12 @@ class Window:
             if lane is not None and len(lane) >= self.cap:
                 self._truncated[key] = seq
                 return
-        elif not self._timed:  # (the common case, once per event and endpoint: inline)
+        elif self._due is None:  # (the common case, once per event and endpoint: inline)
             lane = self._lane
             lane.seqs.append(seq)
             lane.events.append(event)
+            if lane.arrivals is not None:
+                lane.arrivals.append(now)
             self.buffered += 1
             return
         self._accept(key, seq, event, None, now if self._max_delay else None)
@@ -362,15 +364,19 @@ class Window:
     ) -> None:
         lane = self._lanes.get(key)
         if lane is None:
-            lane = self._lanes[key] = _Lane(self._timed)
+            lane = self._lanes[key] = self._new_lane()
             if key not in self._busy:
                 self._ready.append(key)
         lane.seqs.append(seq)
         lane.events.append(event)
-        if lane.dues is not None and lane.arrivals is not None:
-            lane.dues.append(self._due(event, arrived) if self._due is not None else 0.0)
+        if lane.dues is not None and self._due is not None:
+            lane.dues.append(self._due(event, arrived))
+        if lane.arrivals is not None:
             lane.arrivals.append(live)
         self.buffered += 1
+
+    def _new_lane(self) -> _Lane:
+        return _Lane(self._due is not None, bool(self._max_delay))
 
     def _key_of(self, event: Event) -> Hashable:
         assert self._key is not None
@@ -456,10 +462,10 @@ class Window:
             pop_seq, pop_event = lane.seqs.popleft, lane.events.popleft
             seqs = tuple([pop_seq() for _ in range(count)])
             block = tuple([pop_event() for _ in range(count)])
-        if lane.dues is not None and lane.arrivals is not None:
-            for _ in range(count):
-                lane.dues.popleft()
-                lane.arrivals.popleft()
+        for part in (lane.dues, lane.arrivals):
+            if part is not None:
+                for _ in range(count):
+                    part.popleft()
         self.buffered -= count
         if self._keyed:
             self._busy.add(key)
