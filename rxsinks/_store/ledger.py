@@ -205,6 +205,10 @@ class Ledger:
         for apply in staged:
             apply()
 
+    def on_commit(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once the transaction under way commits (never if it rolls back)."""
+        self._staged.append(action)
+
     def _known_endpoint(self, ident: int, name: str) -> None:
         self.names[ident] = name
         self.ids[name] = ident  # last: confirm_now may use the id from here on

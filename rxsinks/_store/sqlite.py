@@ -701,8 +701,8 @@ class SQLiteStore:
                     seqs.append(seq)
                     stored.append((seq, event))
                 results.append(seqs)
-            for seq, event in stored:  # (a rolled-back seq is never read: nothing routes it)
-                cache.put(seq, event, now)
+            # cached once committed: a seq rolled back is given to the next event
+            ledger.on_commit(lambda: _cache_all(cache, stored, now))
             return results
 
         def answer(done: asyncio.Future[list[list[int]]]) -> None:
@@ -1039,6 +1039,11 @@ class SQLiteStore:
 
 def _nothing(db: sqlite3.Connection) -> None:
     pass
+
+
+def _cache_all(cache: _Events, stored: list[tuple[int, Event]], accepted: float) -> None:
+    for seq, event in stored:
+        cache.put(seq, event, accepted)
 
 
 def _json_list(values: Iterable[int]) -> str:
