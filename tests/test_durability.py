@@ -41,6 +41,19 @@ async def hook(aiohttp_server: Any, handle: Any) -> str:
     return str(server.make_url("/hook"))
 
 
+def serve_config(directory: Path, endpoints: list[dict[str, Any]]) -> Path:
+    """A configuration for `rxsinks serve` with these endpoints, on a free port, its store in
+    ``directory`` (a window of 32 events)."""
+    config = directory / "rxsinks.yml"
+    document = {
+        "ingest": {"addr": f"127.0.0.1:{free_port()}", "grace": "1s"},
+        "store": {"path": str(directory / "rxsinks.db"), "window": 32},
+        "notifications": {"endpoints": endpoints},
+    }
+    config.write_text(yaml.safe_dump(document))
+    return config
+
+
 @pytest.fixture
 async def receiver(aiohttp_server: Any) -> AsyncIterator[tuple[Receiver, str]]:
     target = Receiver()
@@ -155,26 +168,13 @@ async def test_a_crash_with_filtered_endpoints_repeats_at_most_each_ones_block_i
     every_url = await hook(aiohttp_server, every.handle)
     some_url = await hook(aiohttp_server, some.handle)
     events = make_events(240, "route")
-    config = tmp_path / "rxsinks.yml"
     endpoint = {"threshold": 1, "backoff": "50ms"}
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "ingest": {"addr": f"127.0.0.1:{free_port()}", "grace": "1s"},
-                "store": {"path": str(tmp_path / "rxsinks.db"), "window": 32},
-                "notifications": {
-                    "endpoints": [
-                        {"name": "every", "url": every_url, **endpoint},
-                        {
-                            "name": "some",
-                            "url": some_url,
-                            "match": {"repositories": ["r/1"]},
-                            **endpoint,
-                        },
-                    ]
-                },
-            }
-        )
+    config = serve_config(
+        tmp_path,
+        [
+            {"name": "every", "url": every_url, **endpoint},
+            {"name": "some", "url": some_url, "match": {"repositories": ["r/1"]}, **endpoint},
+        ],
     )
     serve = Serve(config, tmp_path / "serve.log")
     again = Serve(config, tmp_path / "serve.log")
@@ -531,27 +531,19 @@ async def test_serve_killed_with_several_keys_in_flight_repeats_only_those_block
         rxsinks.Event.new("push", target={"repository": f"r/{i % REPOSITORIES}"}, id=f"s-{i:03d}")
         for i in range(240)
     ]
-    config = tmp_path / "rxsinks.yml"
-    config.write_text(
-        yaml.safe_dump(
+    config = serve_config(
+        tmp_path,
+        [
             {
-                "ingest": {"addr": f"127.0.0.1:{free_port()}", "grace": "1s"},
-                "store": {"path": str(tmp_path / "rxsinks.db"), "window": 32},
-                "notifications": {
-                    "endpoints": [
-                        {
-                            "name": "hook",
-                            "url": url,
-                            "timeout": "60s",
-                            "backoff": "50ms",
-                            "concurrency": 4,
-                            "orderby": "repository",
-                            "batch": {"maxevents": 2},
-                        }
-                    ]
-                },
+                "name": "hook",
+                "url": url,
+                "timeout": "60s",
+                "backoff": "50ms",
+                "concurrency": 4,
+                "orderby": "repository",
+                "batch": {"maxevents": 2},
             }
-        )
+        ],
     )
     serve = Serve(config, tmp_path / "serve.log")
     again = Serve(config, tmp_path / "serve.log")
