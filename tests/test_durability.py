@@ -41,6 +41,19 @@ async def hook(aiohttp_server: Any, handle: Any) -> str:
     return str(server.make_url("/hook"))
 
 
+def serve_config(directory: Path, endpoints: list[dict[str, Any]]) -> Path:
+    """A configuration for `rxsinks serve` with these endpoints, on a free port, its store in
+    ``directory`` (a window of 32 events)."""
+    config = directory / "rxsinks.yml"
+    document = {
+        "ingest": {"addr": f"127.0.0.1:{free_port()}", "grace": "1s"},
+        "store": {"path": str(directory / "rxsinks.db"), "window": 32},
+        "notifications": {"endpoints": endpoints},
+    }
+    config.write_text(yaml.safe_dump(document))
+    return config
+
+
 @pytest.fixture
 async def receiver(aiohttp_server: Any) -> AsyncIterator[tuple[Receiver, str]]:
     target = Receiver()
@@ -142,6 +155,67 @@ async def test_a_crash_mid_delivery_repeats_at_most_the_block_in_flight(
     rest = expected[len(before) :]
     assert after in (rest, [before[-1], *rest])  # the in-flight block at most, once
     assert await again.signal(signal.SIGTERM) == 0
+
+
+async def test_a_crash_with_filtered_endpoints_repeats_at_most_each_ones_block_in_flight(
+    tmp_path: Path, aiohttp_server: Any
+) -> None:
+    # two endpoints share the store's events through their routes: one takes every event,
+    # the other only repository r/1's; the kill lands while both deliver, each at its own
+    # place: after the restart each gets every event routed to it, in order, and only its
+    # block in flight at the kill may arrive twice
+    every, some = Receiver(), Receiver()
+    every_url = await hook(aiohttp_server, every.handle)
+    some_url = await hook(aiohttp_server, some.handle)
+    events = make_events(240, "route")
+    endpoint = {"threshold": 1, "backoff": "50ms"}
+    config = serve_config(
+        tmp_path,
+        [
+            {"name": "every", "url": every_url, **endpoint},
+            {"name": "some", "url": some_url, "match": {"repositories": ["r/1"]}, **endpoint},
+        ],
+    )
+    serve = Serve(config, tmp_path / "serve.log")
+    again = Serve(config, tmp_path / "serve.log")
+    try:
+        await serve.start()
+        assert serve.proc is not None
+        pid = serve.proc.pid
+
+        def answer(ids: list[str]) -> int:
+            if ids == [events[150].id]:  # kill just after answering this one
+                os.kill(pid, signal.SIGKILL)
+            return 200
+
+        every.status = answer
+        await post_all(serve, events)
+        code = await asyncio.wait_for(asyncio.to_thread(serve.proc.wait), DEADLINE)
+        assert code == -signal.SIGKILL
+        every.status = lambda ids: 200
+        before = {"every": list(every.received), "some": list(some.received)}
+        await again.start()
+        expected = {
+            "every": [e.id for e in events],
+            "some": [e.id for e in events if e.target.repository == "r/1"],
+        }
+        await until(
+            lambda: (
+                expected["every"][-1] in every.received and expected["some"][-1] in some.received
+            ),
+            "every event",
+        )
+        await asyncio.sleep(0.3)  # anything extra would arrive now
+        assert await again.signal(signal.SIGTERM) == 0
+    finally:
+        serve.kill()
+        again.kill()
+    for name, target in (("every", every), ("some", some)):
+        got, want = before[name], expected[name]
+        assert got == want[: len(got)]
+        after = target.received[len(got) :]
+        assert after in (want[len(got) :], [got[-1], *want[len(got) :]]), name
+    assert len(before["every"]) >= 151
 
 
 async def test_dead_letters_list_and_replay_through_the_cli(
@@ -457,27 +531,19 @@ async def test_serve_killed_with_several_keys_in_flight_repeats_only_those_block
         rxsinks.Event.new("push", target={"repository": f"r/{i % REPOSITORIES}"}, id=f"s-{i:03d}")
         for i in range(240)
     ]
-    config = tmp_path / "rxsinks.yml"
-    config.write_text(
-        yaml.safe_dump(
+    config = serve_config(
+        tmp_path,
+        [
             {
-                "ingest": {"addr": f"127.0.0.1:{free_port()}", "grace": "1s"},
-                "store": {"path": str(tmp_path / "rxsinks.db"), "window": 32},
-                "notifications": {
-                    "endpoints": [
-                        {
-                            "name": "hook",
-                            "url": url,
-                            "timeout": "60s",
-                            "backoff": "50ms",
-                            "concurrency": 4,
-                            "orderby": "repository",
-                            "batch": {"maxevents": 2},
-                        }
-                    ]
-                },
+                "name": "hook",
+                "url": url,
+                "timeout": "60s",
+                "backoff": "50ms",
+                "concurrency": 4,
+                "orderby": "repository",
+                "batch": {"maxevents": 2},
             }
-        )
+        ],
     )
     serve = Serve(config, tmp_path / "serve.log")
     again = Serve(config, tmp_path / "serve.log")

@@ -859,10 +859,11 @@ async def test_an_endpoint_disabled_by_410_takes_no_new_events(
     assert len(receiver.requests) == 1
     assert relay.store is not None
     with sqlite3.connect(tmp_path / "relay.db") as db:
-        stored = db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0]
+        # the later events are routed to no endpoint: nothing to deliver for them
+        routed = db.execute("SELECT COUNT(*) FROM events WHERE route != 0").fetchone()[0]
         dead = db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
     db.close()
-    assert stored == 0 and dead <= 1  # before: 50 more stored and dead-lettered
+    assert routed <= 1 and dead <= 1  # before: 50 more stored and dead-lettered
     metrics = endpoint.metrics()
     assert metrics.dropped == 50 and metrics.disabled
     loud = [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -134,9 +134,10 @@ async def until_registered(store: SQLiteStore, endpoint: str, seqs: list[int]) -
 
 async def test_confirm_now_is_seen_by_every_later_read(store: SQLiteStore) -> None:
     seqs = await store.append(events(6), [["a", "b"]] * 6)
-    assert not store.confirm_now("a", seqs[:1])  # not registered yet: nothing noted
-    assert [seq for seq, _ in await store.read("a", 0, 10)] == seqs
-    await until_registered(store, "a", seqs[:2])
+    # an endpoint gets its journal id when an event is first routed to it
+    assert store.confirm_now("a", seqs[:2])
+    assert not store.confirm_now("z", seqs[:1])  # never routed to: not registered yet
+    await until_registered(store, "z", seqs[:1])
     assert store.confirm_now("a", seqs[2:3])
     # applied by the store thread before it reads: no wait, no stale rows
     assert [seq for seq, _ in await store.read("a", 0, 10)] == seqs[3:]
@@ -178,9 +179,11 @@ async def test_journal_confirms_of_a_killed_process_are_applied_at_the_next_open
 ) -> None:
     path = tmp_path / "s.db"
     confirm_and_die(path, ["a"], [[0], [1, 2, 3]])
-    # what SQLite alone says: the four confirmed rows are still there
+    # what SQLite alone says: nothing confirmed (a's cursor is where it started)
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == 10
+        assert db.execute("SELECT cursor FROM endpoints WHERE name = 'a'").fetchone()[0] == 0
+        assert db.execute("SELECT COUNT(*) FROM beyond").fetchone()[0] == 0
+    db.close()
     again = SQLiteStore(path)
     await again.open()
     try:
@@ -455,6 +458,29 @@ async def test_a_backlog_from_before_the_start_does_not_wait_for_more(
         await within(5, lambda: bool(posts))  # far less than the 30 s a waiting block takes
         assert posts == [[e.id for e in backlog]]
         assert (await endpoint.aclose(timeout=30)).flushed
+    finally:
+        await store.close()
+
+
+async def test_a_backlog_drained_through_the_window_goes_in_full_posts(
+    tmp_path: Path, posting_hook: tuple[str, list[list[str]]]
+) -> None:
+    # 20,060 events waiting on disk, 100 per POST, the default window of 1,024 events: every
+    # refill of the window completes the block short of it, so 201 POSTs (not 216)
+    url, posts = posting_hook
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        backlog = events(20_060, "b")
+        for start in range(0, len(backlog), 2_000):
+            chunk = backlog[start : start + 2_000]
+            await store.append(chunk, [["a"]] * len(chunk))
+        endpoint = rxsinks.Endpoint("a", url, store=store, batch=rxsinks.Batching(max_events=100))
+        endpoint.start()
+        assert (await endpoint.aclose(timeout=120)).flushed
+        assert [len(post) for post in posts] == [100] * 200 + [60]
+        assert [name for post in posts for name in post] == [e.id for e in backlog]
+        assert await store.pending("a") == 0
     finally:
         await store.close()
 

@@ -76,7 +76,12 @@ def put(window: Window, store: Store, *names: str) -> None:
 def play(window: Window, store: Store, now: float = 0.0) -> list[str]:
     """Play the driver with a receiver and a store that always succeed, at once, until nothing
     more happens; returns the ids delivered, in order."""
-    got: list[str] = []
+    return [name for block in blocks_played(window, store, now) for name in block]
+
+
+def blocks_played(window: Window, store: Store, now: float = 0.0) -> list[list[str]]:
+    """Like :func:`play`, the ids of each block as it went."""
+    got: list[list[str]] = []
     while True:
         write = window.next_write(now)
         if write is not None:
@@ -84,7 +89,7 @@ def play(window: Window, store: Store, now: float = 0.0) -> list[str]:
             window.written(write)
         block = window.take(now)
         if block is not None:
-            got += ids(block)
+            got.append(ids(block))
             window.done(block, None, 1)
         elif (read := window.next_read(now)) is not None:
             window.read(read, store.rows(read), now)
@@ -205,6 +210,114 @@ def test_a_full_window_reads_the_rest_back_in_order() -> None:
     assert not window.live and window.buffered == 4
     assert play(window, store) == [f"a{i}" for i in range(10)]
     assert window.live and window.idle and store.waiting == set()
+
+
+def test_a_backlog_read_back_goes_in_full_blocks_at_every_refill() -> None:
+    # 20,060 events at 100 per block through a 1,024-event window, each refill answered as
+    # late as can be (once nothing else can go): the events short of a block wait for it, so
+    # 200 full blocks and the last 60 go (not 216 blocks, one cut short at every refill)
+    store = Store()
+    store.add(*(f"a{i}" for i in range(20_060)))
+    window = Window(block_size=100, window=1024)
+    read = window.next_read(0)
+    assert read is not None
+    window.counted(read, len(store.waiting), store.seq)
+    sizes: list[int] = []
+    pending: Read | None = None  # the read under way
+    for _ in range(1_000):  # (bounded: a few steps per block)
+        if not store.waiting:
+            break
+        pending = pending or window.next_read(0)
+        block = window.take(0)
+        if block is not None:
+            sizes.append(len(block))
+            window.done(block, None, 1)
+            write = window.next_write(0)
+            assert write is not None
+            store.waiting.difference_update(write.seqs)
+            window.written(write)
+        elif pending is not None:
+            window.read(pending, store.rows(pending), 0)
+            pending = None
+    assert sizes == [100] * 200 + [60]
+    assert window.live and window.idle
+
+
+def test_a_partial_block_goes_when_the_store_has_nothing_more_or_cannot_be_read() -> None:
+    store = Store()
+    store.add(*(f"a{i}" for i in range(12)))
+    window = Window(block_size=5, window=8, confirm_now=store.confirm_now)
+    started(window, store)  # a0-a7: as many as it asked for, so more may wait behind them
+    block = window.take(0)
+    assert ids(block) == ["a0", "a1", "a2", "a3", "a4"]
+    window.done(block, None, 1)
+    # a5-a7 are short of a block and a refill is wanted: they wait for it, on no timer (the
+    # read's end wakes the stage)
+    assert window.take(0) is None and window.ready_at(0) is None
+    read = window.next_read(0)
+    assert read is not None and read.kind is ReadKind.FORWARD
+    window.read_failed(read, 0)  # the store fails: what is buffered goes as it is
+    block = window.take(0)
+    assert ids(block) == ["a5", "a6", "a7"]
+    window.done(block, None, 1)
+    read = window.next_read(READ_RETRY)
+    assert read is not None
+    window.read(read, store.rows(read), READ_RETRY)  # a8-a11: fewer than asked, the end
+    assert ids(window.take(READ_RETRY)) == ["a8", "a9", "a10", "a11"]
+
+
+def test_a_truncated_key_waits_for_its_catch_up_to_fill_a_block() -> None:
+    store = Store()
+    window = Window(
+        block_size=3, window=16, concurrency=2, key=repository, confirm_now=store.confirm_now
+    )
+    started(window, store)
+    put(window, store, *(f"a{i}" for i in range(14)))
+    assert window.truncated == {"a": 9}  # a0-a7 buffered: its cap, 16 // 2
+    # a6, a7 are short of a block when a5 goes: they wait for a8... from the store
+    assert blocks_played(window, store) == [
+        ["a0", "a1", "a2"],
+        ["a3", "a4", "a5"],
+        ["a6", "a7", "a8"],
+        ["a9", "a10", "a11"],
+        ["a12", "a13"],
+    ]
+    assert window.idle and not store.waiting
+
+
+class CountingStore(Store):
+    """A :class:`Store` that notes every row its reads return."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.returned: list[int] = []
+
+    def rows(self, read: Read) -> list[Row]:
+        rows = super().rows(read)
+        self.returned += [seq for seq, _, _ in rows]
+        return rows
+
+
+def test_a_window_that_fell_behind_reads_each_event_from_the_store_once() -> None:
+    # events put while the window is full are left to the store and read back as it drains:
+    # each once, never the same stretch again, however far behind it falls
+    store = CountingStore()
+    window = Window(block_size=10, window=64, confirm_now=store.confirm_now)
+    started(window, store)
+    delivered: list[str] = []
+    for _ in range(100):  # 20 events in, 10 out, a hundred times: 1,000 behind at the end
+        put(window, store, *(f"x{store.seq + i}" for i in range(20)))
+        block = window.take(0)
+        if block is not None:
+            delivered += ids(block)
+            window.done(block, None, 1)
+        if (read := window.next_read(0)) is not None:
+            window.read(read, store.rows(read), 0)
+    assert not window.live and len(store.waiting) >= 1000
+    delivered += play(window, store)
+    assert delivered == [f"x{i}" for i in range(2000)]
+    assert len(store.returned) == len(set(store.returned))  # no event read twice
+    assert window.live and window.idle
 
 
 def test_a_stuck_key_buffers_at_most_its_share_and_the_others_go_on() -> None:

@@ -16,8 +16,9 @@ rest waits in the store). The stage's ``delay=``/``timestamp=`` hold each event 
 store, a delay already served is not served again after a restart.
 
 A block's events are confirmed in the store after the receiver accepted them, out of order when
-blocks of several keys are in flight: the store keeps one delivery per (endpoint, seq), so a
-confirm removes exactly those events. A store that notes confirms at once
+blocks of several keys are in flight: a confirm names each (endpoint, seq), so it settles
+exactly those events (SQLite keeps those done beyond an endpoint's cursor until the gap before
+them closes). A store that notes confirms at once
 (:class:`~rxsinks._store.protocol.ConfirmsAtOnce`: SQLite's journal) notes it before the key's
 next block goes, so a crash repeats only the blocks in flight. Otherwise (Redis) the commit
 overlaps the next blocks, one write at a time, so a crash repeats the blocks in flight and those

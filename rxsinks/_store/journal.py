@@ -28,11 +28,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import mmap
 import os
 import struct
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 __all__ = ["ConfirmJournal", "JournalBusy"]
@@ -119,42 +120,77 @@ class ConfirmJournal:
         """Note ``seqs`` as delivered to ``endpoint``; False (nothing written) if there is no
         room for all of them."""
         seqs = tuple(seqs)
-        if len(seqs) > self.room:
+        count = len(seqs)
+        if count > self.room:
             return False
         number = self._head
         capacity = self.capacity
-        memory = self._map
-        for seq in seqs:
-            crc = zlib.crc32(_KEY.pack(number, seq, endpoint))
-            _RECORD.pack_into(
-                memory, _HEADER_SIZE + (number % capacity) * _RECORD.size, seq, endpoint, crc
+        crc32, key = zlib.crc32, _KEY.pack
+        fields: list[int] = []
+        for offset, seq in enumerate(seqs):
+            fields += (seq, endpoint, crc32(key(number + offset, seq, endpoint)))
+        # one write per run of slots: up to the end of the ring, then from its start
+        start = number % capacity
+        first = min(count, capacity - start)
+        if first:
+            _records(first).pack_into(
+                self._map, _HEADER_SIZE + start * _RECORD.size, *fields[: 3 * first]
             )
-            number += 1
+        if first < count:
+            _records(count - first).pack_into(self._map, _HEADER_SIZE, *fields[3 * first :])
         # published only once written: the store's thread reads up to head
-        self._head = number
+        self._head = number + count
         return True
 
     def unapplied(self) -> tuple[int, list[tuple[int, int]]]:
         """The records not applied yet, as ``(endpoint id, seq)``, and the head they end at."""
+        records: list[tuple[int, int]] = []
+        head = self._each_unapplied(
+            lambda chunk: records.extend(
+                (endpoint, seq) for seq, endpoint, _ in _RECORD.iter_unpack(chunk)
+            )
+        )
+        return head, records
+
+    def unapplied_by_endpoint(self) -> tuple[int, dict[int, list[int]]]:
+        """Like :meth:`unapplied`, the seqs grouped by endpoint id (each in record order)."""
+        groups: dict[int, list[int]] = {}
+
+        def group(chunk: memoryview) -> None:
+            # a block's records are consecutive: one dictionary look-up per run of them
+            last: int | None = None
+            seqs: list[int] = []
+            for seq, endpoint, _ in _RECORD.iter_unpack(chunk):
+                if endpoint != last:
+                    seqs = groups.setdefault(endpoint, [])
+                    last = endpoint
+                seqs.append(seq)
+
+        return self._each_unapplied(group), groups
+
+    def _each_unapplied(self, take: Callable[[memoryview], object]) -> int:
+        """Hand the unapplied records to ``take``, a span of the ring at a time; returns the
+        head they end at."""
         head, tail, capacity = self._head, self._tail, self.capacity
         # written by this process (or checked when it opened): no crc to check again
         first, last = tail % capacity, head % capacity
         if head - tail == 0:
-            return head, []
+            return head
         # one span, or two when the records wrap around the end of the ring (or fill it)
         spans = [(first, last)] if first < last else [(first, capacity), (0, last)]
-        records = []
         view = memoryview(self._map)
         try:
             for start, end in spans:
                 chunk = view[
                     _HEADER_SIZE + start * _RECORD.size : _HEADER_SIZE + end * _RECORD.size
                 ]
-                records += [(endpoint, seq) for seq, endpoint, _ in _RECORD.iter_unpack(chunk)]
-                chunk.release()
+                try:
+                    take(chunk)
+                finally:
+                    chunk.release()
         finally:
             view.release()
-        return head, records
+        return head
 
     def applied(self, head: int) -> None:
         """The records up to ``head`` are in the database: their slots may be reused."""
@@ -177,6 +213,12 @@ class ConfirmJournal:
         if zlib.crc32(_KEY.pack(number, seq, endpoint)) != crc:
             return None
         return endpoint, seq
+
+
+@functools.lru_cache(maxsize=256)
+def _records(count: int) -> struct.Struct:
+    """The layout of ``count`` consecutive records (a block's, written in one call)."""
+    return struct.Struct("<" + "QII" * count)
 
 
 def _allocate(fd: int, size: int, fresh: bool) -> None:

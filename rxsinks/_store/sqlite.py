@@ -1,31 +1,45 @@
 """The durable store behind the per-endpoint queues: embedded SQLite (WAL), no server.
 
-Layout: one log of accepted events (``events``: seq -> the event's JSON as received), one row per
-event and endpoint still to deliver (``deliveries``: endpoint, seq), and dead letters
-(``dead_letters``). The ingest commits events *and* their delivery rows in one transaction
-before it answers 2xx. An endpoint marks a block delivered only after the receiver confirmed it
-(2xx/3xx), and before its next block goes: the mark is a record in the confirm journal (a
-memory-mapped file beside the database, see ``rxsinks._store.journal``), which the store thread
-applies to ``deliveries`` in batches, and which the next open applies if a killed process left
-records. A delivery row and a journal record name one (endpoint, seq), so blocks delivered side
-by side (an endpoint's ``concurrency``) are confirmed in any order. So after any crash or
-restart, every accepted event is delivered to every endpoint that had not confirmed it, in seq
-order (at-least-once: only the blocks in flight at the crash can repeat; receivers dedupe on the
-event id / ``webhook-id``). ``events.accepted`` (when the ingest stored an event) is what a
-delivery delay counts from for an event without a timestamp.
+Layout (see :mod:`rxsinks._store.ledger` for the tables and their invariants): one log of
+accepted events, one row each (``events``: seq -> the event's JSON as received, when it was
+accepted, and its *route set*: the endpoints it was routed to), and per endpoint a *delivery
+cursor* (every event routed to it up to there is done) with the few deliveries done beyond it
+(confirmed out of order) or owed beside it (dead letters replayed), and dead letters
+(``dead_letters``). So an event costs the same whatever the number of endpoints: the ingest
+commits one row per event before it answers 2xx, and a confirm moves a cursor. An endpoint
+marks a block delivered only after the receiver confirmed it (2xx/3xx), and before its next
+block goes: the mark is a record in the confirm journal (a memory-mapped file beside the
+database, see ``rxsinks._store.journal``), which the store thread applies to the cursors in
+batches, and which the next open applies if a killed process left records. A journal record
+names one (endpoint, seq), so blocks delivered side by side (an endpoint's ``concurrency``) are
+confirmed in any order. So after any crash or restart, every accepted event is delivered to
+every endpoint that had not confirmed it, in seq order (at-least-once: only the blocks in
+flight at the crash can repeat; receivers dedupe on the event id / ``webhook-id``).
+``events.accepted`` (when the ingest stored an event) is what a delivery delay counts from for
+an event without a timestamp.
 
 One relay per store: a relay opens it with ``exclusive=True``, which takes an exclusive lock on
 ``<path>.lock``; a second relay on the same file gets :class:`StoreLockedError` (two relays
 would each deliver every event). Other processes (the CLI listing dead letters) open it without
 the lock, beside the running relay. Every file holding event payloads (the database, its
 ``-wal`` and ``-shm`` files, the confirm journal, the lock) is made readable by its owner only
-(0600). A database that holds tables of something else is refused, never adopted.
+(0600). A database that holds tables of something else is refused, never adopted. A store of
+the previous format (a row per event and endpoint) is migrated when it is opened, once, under
+the store's lock.
 
 All database I/O runs on one dedicated thread with its own connection, never on the event loop
 (the loop only writes journal records into mapped memory). The thread commits whatever work is
 waiting in one transaction (group commit), so ingest throughput stays close to memory mode under
-concurrency. Events whose deliveries are all done are compacted
-away, keeping ``retention`` seconds of history.
+concurrency. Reads share the events they decode (the most recent ones, see
+:data:`EVENT_CACHE`): endpoints that fell behind read the same stretch of the log, and each
+event is decoded once for all of them rather than once per endpoint.
+
+**Disk.** Events whose deliveries are all done are compacted away (keeping ``retention``
+seconds of history), a few thousand per statement so ingest commits go in between; the pages
+they free go back to the file system a few megabytes at a time (``auto_vacuum=INCREMENTAL``),
+and the write-ahead log is truncated once everything in it is in the database (see
+``rxsinks._store.checkpoint``). So after a backlog drains the files shrink back to about the
+size of what is still kept.
 """
 
 from __future__ import annotations
@@ -34,7 +48,6 @@ import asyncio
 import contextlib
 import errno
 import fcntl
-import json
 import logging
 import os
 import queue as thread_queue
@@ -42,7 +55,8 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -52,8 +66,10 @@ from .._exceptions import StoreError, StoreLockedError
 from .._throttle import LogThrottle
 from .checkpoint import Checkpointer
 from .journal import ConfirmJournal, JournalBusy
+from .ledger import COMPACT_CHUNK, FORMAT, FORMAT_1, SCHEMA, TABLES, Ledger, migrate_format_1
 
 __all__ = [
+    "EVENT_CACHE",
     "DeadLetterRecord",
     "EndpointBacklog",
     "SQLiteStore",
@@ -63,41 +79,6 @@ log = logging.getLogger("rxsinks.store")
 
 _R = TypeVar("_R")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    body TEXT NOT NULL,
-    accepted REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS deliveries (
-    endpoint TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    PRIMARY KEY (endpoint, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    endpoint TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    error TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    time REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS dead_letters_endpoint ON dead_letters (endpoint, seq);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS journal_endpoints (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
-"""
-_FORMAT = "rxsinks-store-1"
-_TABLES = frozenset({"events", "deliveries", "dead_letters", "meta", "journal_endpoints"})
-# every endpoint name in ``deliveries``, one index seek each (a skip scan of the primary key)
-_DELIVERY_ENDPOINTS = """
-WITH RECURSIVE names(name) AS (
-    SELECT (SELECT MIN(endpoint) FROM deliveries)
-    UNION ALL
-    SELECT (SELECT MIN(endpoint) FROM deliveries WHERE endpoint > names.name)
-    FROM names WHERE names.name IS NOT NULL
-)
-SELECT name FROM names WHERE name IS NOT NULL
-"""
 # a store failing to apply confirms (a full disk) fails on every batch: one line a minute
 _ERROR_EVERY = 60.0
 # what a health probe writes: about one event's worth, so that "the store can write" means it
@@ -109,6 +90,14 @@ _IN_LIMIT = 5_000
 _APPLY_DELAY = 0.2
 # commit batches between two checkpoints at the least (a commit adds a few pages to the log)
 _CHECKPOINT_EVERY = 200
+# pages given back to the file system per step of the incremental vacuum: 4 MiB of 4 KiB pages
+# take about 6 ms, so ingest commits are never held up for long
+_VACUUM_STEP = 1024
+# free pages kept for the next events instead of being given back (1 MiB of 4 KiB pages)
+_VACUUM_KEEP = 256
+EVENT_CACHE = 4096
+"""Decoded events kept for reads (the most recently appended or read): one copy per event for
+every endpoint reading it, and no JSON decoded again while an endpoint catches up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,20 +225,58 @@ class DeadLetterRecord:
 
 
 class _Job:
-    __slots__ = ("fn", "future", "loop", "single_statement")
+    __slots__ = ("alone", "fn", "future", "loop")
 
     def __init__(
         self,
         fn: Callable[[sqlite3.Connection], Any],
         loop: asyncio.AbstractEventLoop | None,
         future: asyncio.Future[Any] | None,
-        single_statement: bool = False,
+        alone: bool = False,
     ) -> None:
         self.fn = fn
         self.loop = loop
         self.future = future
-        # one SQL statement is atomic by itself: alone in a batch, it needs no BEGIN/COMMIT
-        self.single_statement = single_statement
+        # runs outside any transaction, after the batch's commit (a statement that manages
+        # its own, such as an incremental vacuum step)
+        self.alone = alone
+
+
+class _Events:
+    """Decoded events by seq, the most recently used ones (store thread only)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[int, tuple[Event, float]] = OrderedDict()
+        self.decoded = 0  # events decoded from their stored JSON so far
+
+    def put(self, seq: int, event: Event, accepted: float) -> None:
+        entries = self._entries
+        entries[seq] = (event, accepted)
+        if len(entries) > self.capacity:
+            entries.popitem(last=False)
+
+    def get(
+        self, db: sqlite3.Connection, seqs: Sequence[int]
+    ) -> list[tuple[int, Event, float | None]]:
+        """The events of ``seqs`` (in that order), from memory or decoded from the database;
+        a seq whose row is gone is left out."""
+        entries = self._entries
+        missing = [seq for seq in seqs if seq not in entries]
+        for start in range(0, len(missing), _IN_LIMIT):
+            chunk = missing[start : start + _IN_LIMIT]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT seq, body, accepted FROM events WHERE seq IN ({marks})"
+            for seq, body, accepted in db.execute(query, chunk):
+                self.put(seq, Event._from_text(body), accepted)
+                self.decoded += 1
+        rows: list[tuple[int, Event, float | None]] = []
+        for seq in seqs:
+            entry = entries.get(seq)
+            if entry is not None:
+                entries.move_to_end(seq)
+                rows.append((seq, entry[0], entry[1]))
+        return rows
 
 
 class SQLiteStore:
@@ -264,6 +291,7 @@ class SQLiteStore:
         exclusive: take the store's lock at :meth:`open` (a relay does): another process
             opening it with ``exclusive=True`` gets :class:`StoreLockedError` until
             :meth:`close`.
+        event_cache: decoded events kept for reads (see :data:`EVENT_CACHE`).
     """
 
     def __init__(
@@ -273,6 +301,7 @@ class SQLiteStore:
         retention: float = 0.0,
         max_bytes: int | None = None,
         exclusive: bool = False,
+        event_cache: int = EVENT_CACHE,
     ) -> None:
         self.path = Path(path)
         self.retention = retention
@@ -282,25 +311,38 @@ class SQLiteStore:
         self._jobs: thread_queue.SimpleQueue[_Job | None] = thread_queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
-        # the confirm journal (see _journal) and the endpoint ids its records use; the ids are
-        # written by the store thread, the journal is appended to by the event loop's thread
+        # the confirm journal (see _journal) and the endpoint ids its records use (the
+        # ledger's); the ids are written by the store thread, the journal is appended to by the
+        # event loop's thread
         self._journal: ConfirmJournal | None = None
         self._checkpointer: Checkpointer | None = None
+        self._ledger = Ledger()
+        self._events = _Events(max(1, event_cache))
         self._batches = 0
-        self._endpoint_ids: dict[str, int] = {}
-        self._endpoint_names: dict[int, str] = {}
         self._registering: set[str] = set()
         self._apply_requested = False
         self._apply_timer: asyncio.TimerHandle | None = None
         # appends waiting for the end of the loop's turn, to go to the thread as one job
-        self._appends: list[tuple[list[str], Sequence[Sequence[str]], asyncio.Future[list[int]]]]
-        self._appends = []
+        self._appends: list[
+            tuple[list[Event], list[str], Sequence[Sequence[str]], asyncio.Future[list[int]]]
+        ] = []
+
+    @property
+    def decoded(self) -> int:
+        """How many events reads decoded from their stored JSON so far (the others came from
+        memory: appended by this process, or read already for another endpoint)."""
+        return self._events.decoded
 
     # -- life cycle ----------------------------------------------------------------------------
 
     async def open(self) -> None:
         """Open (or create) the database; raises :class:`StoreError` with a clear message
-        (:class:`StoreLockedError` when ``exclusive`` and another relay holds it)."""
+        (:class:`StoreLockedError` when ``exclusive`` and another relay holds it).
+
+        A store of the previous format is migrated first (see
+        :func:`~rxsinks._store.ledger.migrate_format_1`), which needs the store's lock: a
+        relay of the previous version still running on it is a :class:`StoreError`.
+        """
         if self._lock is not None:
             self._lock.acquire()
         try:
@@ -337,26 +379,33 @@ class SQLiteStore:
             raise StoreError(f"store {path}: cannot create it, directory {parent} not writable")
         _create_private(path)
         try:
-            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            _refuse_foreign(db, path)
+            db = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, cached_statements=256
+            )
+            tables = _refuse_foreign(db, path)
+            if not tables:
+                # a new store: freed pages can be given back (set before the first table)
+                db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA foreign_keys=OFF")
-            db.executescript(_SCHEMA)
+            self._upgrade(db, migrate=_format(db, tables) == FORMAT_1)
+            db.execute("BEGIN IMMEDIATE")
+            for statement in SCHEMA:
+                db.execute(statement)
+            row = db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta (key, value) VALUES ('format', ?)", (FORMAT,))
+            db.execute("COMMIT")
+            if row is not None and row[0] != FORMAT:
+                raise StoreError(f"store {path}: format {row[0]!r}, expected {FORMAT!r}")
             if self.max_bytes is not None:
                 page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
                 db.execute(f"PRAGMA max_page_count={max(1, self.max_bytes // page_size)}")
-            row = db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
-            if row is None:
-                db.execute("INSERT INTO meta (key, value) VALUES ('format', ?)", (_FORMAT,))
-            elif row[0] != _FORMAT:
-                raise StoreError(f"store {path}: format {row[0]!r}, expected {_FORMAT!r}")
             check = db.execute("PRAGMA quick_check").fetchone()
             if check is None or check[0] != "ok":
                 raise StoreError(f"store {path}: integrity check failed: {check}")
-            for ident, name in db.execute("SELECT id, name FROM journal_endpoints"):
-                self._endpoint_names[ident] = name
-                self._endpoint_ids[name] = ident
+            self._ledger.refresh(db)
         except sqlite3.DatabaseError as exc:
             raise StoreError(
                 f"store {path}: {exc} (is it an rxsinks store? not deleting it)"
@@ -370,6 +419,63 @@ class SQLiteStore:
         self._apply_journal(db)
         self._checkpointer = self._start_checkpointer(db)
         return db
+
+    def _upgrade(self, db: sqlite3.Connection, *, migrate: bool) -> None:
+        """Migrate a store of format 1 (``migrate``) to this format, and rewrite a file that
+        cannot give freed pages back so that it can (what a migration does last: a migration
+        killed before it leaves such a file); both under the store's lock.
+
+        Raises:
+            StoreError: the store needs migrating and another process (a relay of the previous
+                version) holds its lock.
+        """
+        rewrite = int(db.execute("PRAGMA auto_vacuum").fetchone()[0]) != 2
+        if not migrate and not rewrite:
+            return
+        lock = _StoreLock(self.path) if self._lock is None else None
+        if lock is not None:
+            try:
+                lock.acquire()
+            except StoreLockedError as exc:
+                if not migrate:
+                    return  # the relay holding it does it when it starts
+                raise StoreError(
+                    f"store {self.path} has the previous format ({FORMAT_1!r}) and must be "
+                    f"migrated, which needs it to itself: {exc}"
+                ) from None
+        started = time.monotonic()
+        pending = 0
+        try:
+            if migrate:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    pending = migrate_format_1(db)
+                    db.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                    raise
+            # auto_vacuum is switched on for a file with tables by rewriting it (VACUUM)
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            db.execute("VACUUM")
+        finally:
+            if lock is not None:
+                lock.release()
+        if migrate:
+            log.warning(
+                "store %s: migrated from format %r to %r (%d pending deliveries kept) in %.1f s",
+                self.path,
+                FORMAT_1,
+                FORMAT,
+                pending,
+                time.monotonic() - started,
+            )
+        else:
+            log.info(
+                "store %s: rewritten to give freed pages back (%.1f s)",
+                self.path,
+                time.monotonic() - started,
+            )
 
     def _start_checkpointer(self, db: sqlite3.Connection) -> Checkpointer | None:
         try:
@@ -394,21 +500,18 @@ class SQLiteStore:
         return None
 
     def _apply_journal(self, db: sqlite3.Connection) -> None:
-        """Delete the deliveries the journal holds as confirmed, in one transaction."""
+        """Settle the deliveries the journal holds as confirmed, in one transaction."""
         self._apply_requested = False
         journal = self._journal
         if journal is None or journal.head == journal.tail:
             return
-        head, records = journal.unapplied()
-        by_endpoint: dict[int, list[int]] = {}
-        for ident, seq in records:
-            by_endpoint.setdefault(ident, []).append(seq)
+        head, by_endpoint = journal.unapplied_by_endpoint()
+        ledger = self._ledger
         try:
             db.execute("BEGIN IMMEDIATE")
             for ident, seqs in by_endpoint.items():
-                name = self._endpoint_names.get(ident)
-                if name is not None:
-                    _delete_deliveries(db, name, seqs)
+                if ident in ledger.names:  # (an id is known once committed)
+                    ledger.settle(db, ident, seqs)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -441,10 +544,16 @@ class SQLiteStore:
                     except thread_queue.Empty:
                         break
                 stop = any(item is None for item in batch)
+                jobs = [i for i in batch if i is not None and i.fn is not _nothing]
+                # endpoints and route sets another process added (the CLI beside the relay)
+                self._ledger.refresh(db)
                 # confirms noted before these jobs were queued are applied first, so every
                 # job sees them (a read of the queues, a count, a compaction)
                 self._apply_journal(db)
-                self._execute(db, [i for i in batch if i is not None and i.fn is not _nothing])
+                self._execute(db, [job for job in jobs if not job.alone])
+                for job in jobs:
+                    if job.alone:
+                        self._execute_alone(db, job)
                 self._batches += 1
                 if self._checkpointer is not None and self._batches % _CHECKPOINT_EVERY == 0:
                     self._checkpointer.poke()  # a busy store: do not wait for the interval
@@ -462,15 +571,8 @@ class SQLiteStore:
     def _execute(self, db: sqlite3.Connection, jobs: list[_Job]) -> None:
         if not jobs:
             return
+        ledger = self._ledger
         results: list[tuple[_Job, Any, BaseException | None]] = []
-        if len(jobs) == 1 and jobs[0].single_statement:
-            job = jobs[0]
-            try:
-                results.append((job, job.fn(db), None))
-            except Exception as exc:
-                results.append((job, None, _store_error(self.path, exc)))
-            self._report(results)
-            return
         try:
             db.execute("BEGIN IMMEDIATE")
             if len(jobs) == 1:
@@ -480,27 +582,40 @@ class SQLiteStore:
                     results.append((job, job.fn(db), None))
                 except Exception as exc:
                     db.execute("ROLLBACK")
+                    ledger.rolled_back()
                     results.append((job, None, _store_error(self.path, exc)))
                     self._report(results)
                     return
             else:
                 for job in jobs:
                     db.execute("SAVEPOINT job")
+                    mark = ledger.mark()
                     try:
                         results.append((job, job.fn(db), None))
                         db.execute("RELEASE job")
                     except Exception as exc:
                         db.execute("ROLLBACK TO job")
                         db.execute("RELEASE job")
+                        ledger.rolled_back(mark)
                         results.append((job, None, _store_error(self.path, exc)))
             db.execute("COMMIT")
         except Exception as exc:
             # the commit itself failed (disk full...): nothing of this batch is durable
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
+            ledger.rolled_back()
             failure = _store_error(self.path, exc)
             results = [(job, None, failure) for job in jobs]
+        else:
+            ledger.committed()
         self._report(results)
+
+    def _execute_alone(self, db: sqlite3.Connection, job: _Job) -> None:
+        try:
+            result: tuple[_Job, Any, BaseException | None] = (job, job.fn(db), None)
+        except Exception as exc:
+            result = (job, None, _store_error(self.path, exc))
+        self._report([result])
 
     def _report(self, results: list[tuple[_Job, Any, BaseException | None]]) -> None:
         # one wake-up of each loop per batch, not one per job: a group commit of many ingest
@@ -514,14 +629,12 @@ class SQLiteStore:
         for loop, batch in answers.items():
             loop.call_soon_threadsafe(_resolve_all, batch)
 
-    async def _call(
-        self, fn: Callable[[sqlite3.Connection], _R], *, single_statement: bool = False
-    ) -> _R:
+    async def _call(self, fn: Callable[[sqlite3.Connection], _R], *, alone: bool = False) -> _R:
         if self._closed or self._thread is None:
             raise StoreError(f"store {self.path} is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[_R] = loop.create_future()
-        self._jobs.put(_Job(fn, loop, future, single_statement))
+        self._jobs.put(_Job(fn, loop, future, alone))
         return await future
 
     async def close(self) -> None:
@@ -542,7 +655,7 @@ class SQLiteStore:
     # -- the log -------------------------------------------------------------------------------
 
     async def append(self, events: Sequence[Event], routes: Sequence[Sequence[str]]) -> list[int]:
-        """Commit ``events`` and, for each, a delivery row per endpoint in ``routes[i]``.
+        """Commit ``events``, each with the endpoints of ``routes[i]`` to deliver it to.
 
         Returns the events' seqs once the transaction is durable. Appends made in the same turn
         of the event loop (concurrent ingest requests) go to the store thread as one job.
@@ -555,7 +668,7 @@ class SQLiteStore:
             raise StoreError(f"store {self.path} is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[int]] = loop.create_future()
-        self._appends.append((bodies, routes, future))
+        self._appends.append((list(events), bodies, routes, future))
         if len(self._appends) == 1:
             loop.call_soon(self._submit_appends)
         return await future
@@ -565,30 +678,36 @@ class SQLiteStore:
         if not batch:
             return
         if self._closed:
-            for _, _, future in batch:
+            for *_, future in batch:
                 if not future.done():
                     future.set_exception(StoreError(f"store {self.path} is closed"))
             return
         now = time.time()
+        ledger = self._ledger
+        cache = self._events
 
         def insert(db: sqlite3.Connection) -> list[list[int]]:
             cursor = db.cursor()
             results = []
-            for bodies, routes, _ in batch:
+            stored: list[tuple[int, Event]] = []
+            for events, bodies, routes, _ in batch:
                 seqs = []
-                for body in bodies:
-                    cursor.execute("INSERT INTO events (body, accepted) VALUES (?, ?)", (body, now))
-                    seqs.append(int(cursor.lastrowid or 0))
-                rows = [
-                    (name, seq) for seq, names in zip(seqs, routes, strict=True) for name in names
-                ]
-                cursor.executemany("INSERT INTO deliveries (endpoint, seq) VALUES (?, ?)", rows)
+                for event, body, names in zip(events, bodies, routes, strict=True):
+                    cursor.execute(
+                        "INSERT INTO events (body, accepted, route) VALUES (?, ?, ?)",
+                        (body, now, ledger.route(db, names)),
+                    )
+                    seq = int(cursor.lastrowid or 0)
+                    seqs.append(seq)
+                    stored.append((seq, event))
                 results.append(seqs)
+            # cached once committed: a seq rolled back is given to the next event
+            ledger.on_commit(lambda: _cache_all(cache, stored, now))
             return results
 
         def answer(done: asyncio.Future[list[list[int]]]) -> None:
             error = done.exception()
-            for index, (_, _, future) in enumerate(batch):
+            for index, (*_, future) in enumerate(batch):
                 if future.done():  # its caller gave up waiting; the events are stored anyway
                     continue
                 if error is not None:
@@ -609,23 +728,24 @@ class SQLiteStore:
         self, endpoint: str, after: int, limit: int
     ) -> list[tuple[int, Event, float | None]]:
         """Like :meth:`read`, each event with when the store accepted it (unix seconds)."""
+        ledger = self._ledger
+        events = self._events
 
         def select(db: sqlite3.Connection) -> list[tuple[int, Event, float | None]]:
-            rows = db.execute(
-                "SELECT e.seq, e.body, e.accepted FROM deliveries d JOIN events e "
-                "ON e.seq = d.seq WHERE d.endpoint = ? AND d.seq > ? ORDER BY d.seq LIMIT ?",
-                (endpoint, after, limit),
-            ).fetchall()
-            return [(seq, Event._from_text(body), accepted) for seq, body, accepted in rows]
+            ident = ledger.endpoint(db, endpoint)
+            if ident is None:
+                return []
+            return events.get(db, ledger.pending(db, ident, after, limit))
 
         return await self._call(select)
 
     async def backlog(self, endpoint: str) -> tuple[int, int]:
         """How many deliveries ``endpoint`` has to do, and the highest seq in the log."""
+        ledger = self._ledger
 
         def count(db: sqlite3.Connection) -> tuple[int, int]:
-            query = "SELECT COUNT(*) FROM deliveries WHERE endpoint = ?"
-            pending = int(db.execute(query, (endpoint,)).fetchone()[0])
+            ident = ledger.endpoint(db, endpoint)
+            pending = 0 if ident is None else ledger.count(db, ident)
             top = db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
             return pending, int(top)
 
@@ -633,25 +753,28 @@ class SQLiteStore:
 
     async def pending(self, endpoint: str | None = None) -> int:
         """How many deliveries are still to do (for one endpoint, or all)."""
+        ledger = self._ledger
 
         def count(db: sqlite3.Connection) -> int:
-            if endpoint is None:
-                return int(db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0])
-            query = "SELECT COUNT(*) FROM deliveries WHERE endpoint = ?"
-            return int(db.execute(query, (endpoint,)).fetchone()[0])
+            if endpoint is not None:
+                ident = ledger.endpoint(db, endpoint)
+                return 0 if ident is None else ledger.count(db, ident)
+            idents = [int(ident) for (ident,) in db.execute("SELECT id FROM endpoints")]
+            return sum(ledger.count(db, ident) for ident in idents)
 
         return await self._call(count)
 
     async def confirm(self, endpoint: str, seqs: Sequence[int]) -> None:
         """The receiver confirmed these events: never deliver them to ``endpoint`` again."""
         seqs = list(seqs)
+        ledger = self._ledger
 
-        def delete(db: sqlite3.Connection) -> None:
-            _delete_deliveries(db, endpoint, seqs)
+        def settle(db: sqlite3.Connection) -> None:
+            ident = ledger.endpoint(db, endpoint)
+            if ident is not None:
+                ledger.settle(db, ident, seqs)
 
-        # up to the IN-list bound that is one statement (so, alone in a batch, its own
-        # transaction): each extra statement is another wait for the GIL in this thread
-        await self._call(delete, single_statement=len(seqs) <= _IN_LIMIT)
+        await self._call(settle)
 
     def confirm_now(self, endpoint: str, seqs: Sequence[int]) -> bool:
         """Like :meth:`confirm`, done before returning: the confirm goes into the journal.
@@ -663,7 +786,7 @@ class SQLiteStore:
         journal = self._journal
         if journal is None or self._closed:
             return False
-        ident = self._endpoint_ids.get(endpoint)
+        ident = self._ledger.ids.get(endpoint)
         if ident is None:
             self._register(endpoint)
             return False
@@ -682,13 +805,10 @@ class SQLiteStore:
         if endpoint in self._registering:
             return
         self._registering.add(endpoint)
+        ledger = self._ledger
 
         def register(db: sqlite3.Connection) -> None:
-            db.execute("INSERT OR IGNORE INTO journal_endpoints (name) VALUES (?)", (endpoint,))
-            query = "SELECT id FROM journal_endpoints WHERE name = ?"
-            ident = int(db.execute(query, (endpoint,)).fetchone()[0])
-            self._endpoint_names[ident] = endpoint
-            self._endpoint_ids[endpoint] = ident  # last: confirm_now may use it from here on
+            ledger.endpoint_id(db, endpoint)  # known to confirm_now once committed
 
         self._jobs.put(_Job(register, None, None))
 
@@ -706,12 +826,12 @@ class SQLiteStore:
     ) -> None:
         """Move these deliveries to the dead letters, with the reason."""
         now = time.time()
+        ledger = self._ledger
 
         def move(db: sqlite3.Connection) -> None:
-            db.executemany(
-                "DELETE FROM deliveries WHERE endpoint = ? AND seq = ?",
-                [(endpoint, seq) for seq in seqs],
-            )
+            ident = ledger.endpoint(db, endpoint)
+            if ident is not None:
+                ledger.settle(db, ident, seqs)
             db.executemany(
                 "INSERT INTO dead_letters (endpoint, seq, error, attempts, time) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -758,7 +878,8 @@ class SQLiteStore:
         ``ids`` (the records' :attr:`DeadLetterRecord.id`) replays only those of them that also
         match ``endpoint`` and ``since``; unknown ids are skipped.
         """
-        wanted = None if ids is None else json.dumps(sorted({int(i) for i in ids}))
+        wanted = None if ids is None else sorted({int(i) for i in ids})
+        ledger = self._ledger
 
         def move(db: sqlite3.Connection) -> list[tuple[str, int]]:
             query = "SELECT id, endpoint, seq FROM dead_letters WHERE 1=1"
@@ -772,64 +893,71 @@ class SQLiteStore:
             if wanted is not None:
                 # one JSON parameter, however many ids (no limit on bound parameters)
                 query += " AND id IN (SELECT value FROM json_each(?))"
-                args.append(wanted)
+                args.append(_json_list(wanted))
             rows = db.execute(query + " ORDER BY id", args).fetchall()
-            db.executemany(
-                "INSERT OR IGNORE INTO deliveries (endpoint, seq) VALUES (?, ?)",
-                [(name, seq) for _, name, seq in rows],
-            )
+            for _, name, seq in rows:
+                ledger.reopen(db, ledger.endpoint_id(db, name), seq)
             db.executemany("DELETE FROM dead_letters WHERE id = ?", [(i,) for i, _, _ in rows])
             return [(name, seq) for _, name, seq in rows]
 
         return await self._call(move)
 
     async def compact(self, endpoints: Collection[str] | None = None) -> int:
-        """Delete events nobody needs any more (delivered everywhere, not dead letters, older
-        than ``retention``); returns how many.
+        """Delete events nobody needs any more (every endpoint they were routed to delivered
+        them, they are no dead letter and nothing owes them, older than ``retention``), then
+        give the pages they took back to the file system; returns how many events.
+
+        It goes a chunk at a time (see :data:`~rxsinks._store.ledger.COMPACT_CHUNK`), each its
+        own job on the store thread, so ingest commits go in between.
 
         Args:
-            endpoints: the endpoints being delivered for (the configured ones). The deliveries
-                of any other endpoint (one removed from the configuration, whose backlog waits
-                to be dropped or moved) then keep only their own events, instead of every event
-                after their oldest: compaction goes on for the others. ``None``: every endpoint
-                counts as delivered for.
+            endpoints: the endpoints being delivered for (the configured ones). Accepted for
+                the :class:`~rxsinks._store.protocol.Store` protocol: here each endpoint's
+                cursor holds back only the events routed to it, so an endpoint removed from
+                the configuration (whose backlog waits to be dropped or moved) keeps only its
+                own events, configured or not.
         """
+        del endpoints  # (see above)
         horizon = time.time() - self.retention
+        ledger = self._ledger
+        removed = 0
+        while True:
 
-        def delete(db: sqlite3.Connection) -> int:
-            if endpoints is None:
-                cursor = db.execute(
-                    "DELETE FROM events WHERE accepted < ? "
-                    "AND seq < COALESCE((SELECT MIN(seq) FROM deliveries), 1 << 62) "
-                    "AND seq NOT IN (SELECT seq FROM dead_letters)",
-                    (horizon,),
-                )
-                return cursor.rowcount
-            live = set(endpoints)
-            others = [name for (name,) in db.execute(_DELIVERY_ENDPOINTS) if name not in live]
-            # the oldest event a live endpoint still needs: one primary key seek each
-            lows = [
-                db.execute(
-                    "SELECT MIN(seq) FROM deliveries WHERE endpoint = ?", (name,)
-                ).fetchone()[0]
-                for name in live
-            ]
-            low = min((seq for seq in lows if seq is not None), default=1 << 62)
-            query = (
-                "DELETE FROM events WHERE accepted < ? AND seq < ? "
-                "AND seq NOT IN (SELECT seq FROM dead_letters)"
-            )
-            args: list[Any] = [horizon, low]
-            if others:
-                marks = ",".join("?" * len(others))
-                query += (
-                    " AND NOT EXISTS (SELECT 1 FROM deliveries d "
-                    f"WHERE d.endpoint IN ({marks}) AND d.seq = events.seq)"
-                )
-                args += others
-            return db.execute(query, args).rowcount
+            def chunk(db: sqlite3.Connection) -> int:
+                return ledger.compact(db, horizon, COMPACT_CHUNK)
 
-        return await self._call(delete)
+            done = await self._call(chunk)
+            removed += done
+            if done < COMPACT_CHUNK:
+                break
+        await self.reclaim()
+        return removed
+
+    async def reclaim(self) -> int:
+        """Give free pages of the database back to the file system, a few megabytes per step
+        (each its own job, outside any transaction), keeping a little room for new events;
+        returns how many pages. The file shrinks once the log is checkpointed."""
+        given = 0
+
+        def step(db: sqlite3.Connection) -> int:
+            if int(db.execute("PRAGMA auto_vacuum").fetchone()[0]) != 2:
+                return 0  # (not incremental: nothing to give back this way)
+            free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
+            pages = min(free - _VACUUM_KEEP, _VACUUM_STEP)
+            if pages <= 0:
+                return 0
+            # (a script steps the pragma to its end; execute() would free a single page)
+            db.executescript(f"PRAGMA incremental_vacuum({pages});")
+            return pages
+
+        while True:
+            pages = await self._call(step, alone=True)
+            given += pages
+            if pages < _VACUUM_STEP:
+                break
+        if given and self._checkpointer is not None:
+            self._checkpointer.poke()
+        return given
 
     async def endpoints(self) -> list[str]:
         """Endpoint names that have deliveries or dead letters in the store."""
@@ -837,15 +965,18 @@ class SQLiteStore:
 
     async def backlogs(self) -> list[EndpointBacklog]:
         """Every endpoint with deliveries or dead letters in the store, by name."""
+        ledger = self._ledger
 
         def select(db: sqlite3.Connection) -> list[EndpointBacklog]:
-            pending = dict(
-                db.execute("SELECT endpoint, COUNT(*) FROM deliveries GROUP BY endpoint")
-            )
+            pending = {
+                str(name): ledger.count(db, int(ident))
+                for ident, name in db.execute("SELECT id, name FROM endpoints").fetchall()
+            }
             dead = dict(db.execute("SELECT endpoint, COUNT(*) FROM dead_letters GROUP BY endpoint"))
             return [
                 EndpointBacklog(name, int(pending.get(name, 0)), int(dead.get(name, 0)))
                 for name in sorted(set(pending) | set(dead))
+                if pending.get(name) or dead.get(name)
             ]
 
         return await self._call(select)
@@ -853,11 +984,13 @@ class SQLiteStore:
     async def drop_endpoint(self, endpoint: str) -> EndpointBacklog:
         """Delete everything the store keeps for ``endpoint`` (its backlog and dead letters);
         returns what was deleted. Compaction then removes the events nobody else needs."""
+        ledger = self._ledger
 
         def drop(db: sqlite3.Connection) -> EndpointBacklog:
-            pending = db.execute("DELETE FROM deliveries WHERE endpoint = ?", (endpoint,))
+            ident = ledger.endpoint(db, endpoint)
+            pending = 0 if ident is None else ledger.forget(db, ident)
             dead = db.execute("DELETE FROM dead_letters WHERE endpoint = ?", (endpoint,))
-            return EndpointBacklog(endpoint, pending.rowcount, dead.rowcount)
+            return EndpointBacklog(endpoint, pending, dead.rowcount)
 
         return await self._call(drop)
 
@@ -870,14 +1003,16 @@ class SQLiteStore:
         """
         if old == new:
             raise ValueError(f"moving endpoint {old!r} onto itself")
+        ledger = self._ledger
 
         def move(db: sqlite3.Connection) -> EndpointBacklog:
-            pending = db.execute(
-                "INSERT OR IGNORE INTO deliveries (endpoint, seq) "
-                "SELECT ?, seq FROM deliveries WHERE endpoint = ?",
-                (new, old),
-            ).rowcount
-            db.execute("DELETE FROM deliveries WHERE endpoint = ?", (old,))
+            source = ledger.endpoint(db, old)
+            pending = 0
+            if source is not None:
+                target = ledger.endpoint_id(db, new)
+                seqs = list(ledger.owed_seqs(db, source))
+                pending = sum(1 for seq in seqs if ledger.reopen(db, target, seq))
+                ledger.forget(db, source)
             dead = db.execute(
                 "UPDATE dead_letters SET endpoint = ? WHERE endpoint = ?", (new, old)
             ).rowcount
@@ -906,6 +1041,15 @@ def _nothing(db: sqlite3.Connection) -> None:
     pass
 
 
+def _cache_all(cache: _Events, stored: list[tuple[int, Event]], accepted: float) -> None:
+    for seq, event in stored:
+        cache.put(seq, event, accepted)
+
+
+def _json_list(values: Iterable[int]) -> str:
+    return "[" + ",".join(str(int(value)) for value in values) + "]"
+
+
 def _create_private(path: Path) -> None:
     """Create the database file empty with mode 0600 when it does not exist yet.
 
@@ -920,8 +1064,8 @@ def _create_private(path: Path) -> None:
         raise StoreError(f"store {path}: cannot create it: {exc.strerror or exc}") from None
 
 
-def _refuse_foreign(db: sqlite3.Connection, path: Path) -> None:
-    """Refuse a database with tables that are not an rxsinks store's.
+def _refuse_foreign(db: sqlite3.Connection, path: Path) -> set[str]:
+    """Refuse a database with tables that are not an rxsinks store's; returns its tables.
 
     Checked before anything is written (the WAL switch included): another application's
     database must not silently get rxsinks tables, nor its journal mode changed.
@@ -933,13 +1077,11 @@ def _refuse_foreign(db: sqlite3.Connection, path: Path) -> None:
             "AND name NOT LIKE 'sqlite_%'"
         )
     }
-    foreign = sorted(tables - _TABLES)
+    foreign = sorted(tables - TABLES)
     if not foreign:
-        return
-    if "meta" in tables:
-        row = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
-        if row is not None and row[0] == _FORMAT:
-            return  # an rxsinks store somebody added a table to: still ours
+        return tables
+    if _format(db, tables) in (FORMAT, FORMAT_1):
+        return tables  # an rxsinks store somebody added a table to: still ours
     shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
     raise StoreError(
         f"store {path}: an SQLite database of something else (tables: {shown}), not an rxsinks "
@@ -947,14 +1089,14 @@ def _refuse_foreign(db: sqlite3.Connection, path: Path) -> None:
     )
 
 
-def _delete_deliveries(db: sqlite3.Connection, endpoint: str, seqs: Sequence[int]) -> None:
-    """Delete ``endpoint``'s delivery rows for ``seqs``, a bounded ``IN`` list at a time."""
-    for start in range(0, len(seqs), _IN_LIMIT):
-        chunk = seqs[start : start + _IN_LIMIT]
-        marks = ",".join("?" * len(chunk))
-        db.execute(
-            f"DELETE FROM deliveries WHERE endpoint = ? AND seq IN ({marks})", (endpoint, *chunk)
-        )
+def _format(db: sqlite3.Connection, tables: set[str]) -> str | None:
+    """The format a database says it has (``None``: a new one)."""
+    if "meta" in tables:
+        row = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+        if row is not None:
+            return str(row[0])
+    # format 1 wrote its tables and its format row in two steps: a kill between them left one
+    return FORMAT_1 if "deliveries" in tables else None
 
 
 def _store_error(path: Path, exc: BaseException) -> BaseException:

@@ -36,7 +36,16 @@ its write is done. A write that fails is retried after :data:`WRITE_RETRY` secon
 
 **Time.** A block waits for its events' due time (the delivery delay, ``due``), and a partial
 block of live events waits up to ``max_delay`` after its first event arrived for more; a backlog
-read back from the store never waits for more.
+read back from the store never waits for more *time*.
+
+**Full blocks from a backlog.** A backlog read back through the window is not cut into partial
+blocks at every refill: when the buffered events run short of a block and the store holds more
+behind them (the last forward read filled all the room it asked for), the partial block waits
+for the refill under way, and goes whole with the events it brings. With keys, a truncated key
+waits the same way for its catch-up read. Such a wait is never longer than a read the window
+makes anyway: a block goes as it is when no read is under way or wanted (a full window, a
+store that failed), when the store turned out to hold nothing more, and for keys that are not
+truncated (their next events may be anywhere in the store).
 """
 
 from __future__ import annotations
@@ -64,9 +73,34 @@ Row = tuple[int, Event, float | None]
 """A delivery read from the store: seq, event, and when it arrived (wall-clock seconds; ``None``
 when the store does not know)."""
 
-# a buffered event: seq, event, due (stage clock), when it arrived live (stage clock; None when
-# it was read back from the store: it has waited long enough for more)
-_Entry = tuple[int, Event, float, float | None]
+
+class _Lane:
+    """One key's buffered events (all of them, without keys), in seq order.
+
+    Parallel deques rather than a tuple per event: nothing is allocated per event and endpoint
+    while it waits (with hundreds of endpoints, those tuples were most of what the garbage
+    collector had to go through). The due times and live arrivals are kept only when blocks
+    wait for them: the due times with a delivery delay (``due``), the arrivals with batching
+    waits (``batching``).
+    """
+
+    __slots__ = ("arrivals", "dues", "events", "seqs")
+
+    def __init__(self, due: bool, batching: bool) -> None:
+        self.seqs: deque[int] = deque()
+        self.events: deque[Event] = deque()
+        # when each event may go (stage clock), and when it arrived live (stage clock; None
+        # when read back from the store: it has waited long enough for more)
+        self.dues: deque[float] | None = deque() if due else None
+        self.arrivals: deque[float | None] | None = deque() if batching else None
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def clear(self) -> None:
+        for part in (self.seqs, self.events, self.dues, self.arrivals):
+            if part is not None:
+                part.clear()
 
 
 class ReadKind(Enum):
@@ -203,6 +237,9 @@ class Window:
         self._early: list[int] = []  # seqs put before the count was known
         self._cursor = 0
         self._live = False
+        # the last forward read filled all the room it asked for: more may wait in the store
+        # right behind the cursor, and a partial block waits for them (see the docstring)
+        self._more = False
         self._max_seen = 0  # the highest seq put or read
         self._truncated: dict[Hashable, int] = {}  # key -> its first seq not seen
         # with batching waits: when events put while the window was not live arrived (seq ->
@@ -211,8 +248,8 @@ class Window:
         self._generation = 0  # a rescan starts over: reads from before it are stale
 
         # what is buffered: per key, in seq order (one lane, key None, without keys)
-        self._lane: deque[_Entry] = deque()
-        self._lanes: dict[Hashable, deque[_Entry]] = {} if self._keyed else {None: self._lane}
+        self._lane = self._new_lane()
+        self._lanes: dict[Hashable, _Lane] = {} if self._keyed else {None: self._lane}
         self._ready: deque[Hashable] = deque()  # keys with events buffered and none in flight
         self._busy: set[Hashable] = set()  # keys with a block not released
         self.buffered = 0
@@ -312,19 +349,34 @@ class Window:
             if lane is not None and len(lane) >= self.cap:
                 self._truncated[key] = seq
                 return
+        elif self._due is None:  # (the common case, once per event and endpoint: inline)
+            lane = self._lane
+            lane.seqs.append(seq)
+            lane.events.append(event)
+            if lane.arrivals is not None:
+                lane.arrivals.append(now)
+            self.buffered += 1
+            return
         self._accept(key, seq, event, None, now if self._max_delay else None)
 
     def _accept(
         self, key: Hashable, seq: int, event: Event, arrived: float | None, live: float | None
     ) -> None:
-        due = self._due(event, arrived) if self._due is not None else 0.0
         lane = self._lanes.get(key)
         if lane is None:
-            lane = self._lanes[key] = deque()
+            lane = self._lanes[key] = self._new_lane()
             if key not in self._busy:
                 self._ready.append(key)
-        lane.append((seq, event, due, live))
+        lane.seqs.append(seq)
+        lane.events.append(event)
+        if lane.dues is not None and self._due is not None:
+            lane.dues.append(self._due(event, arrived))
+        if lane.arrivals is not None:
+            lane.arrivals.append(live)
         self.buffered += 1
+
+    def _new_lane(self) -> _Lane:
+        return _Lane(self._due is not None, bool(self._max_delay))
 
     def _key_of(self, event: Event) -> Hashable:
         assert self._key is not None
@@ -347,6 +399,8 @@ class Window:
             if not lane:
                 return None
             if self._due is None and not self._max_delay:
+                if len(lane) < self.block_size and self._refilling(None, now):
+                    return None
                 return self._form(None, lane, min(len(lane), self.block_size))
             count, go = self._go(None, lane, now)
             return self._form(None, lane, count) if go <= now else None
@@ -359,18 +413,24 @@ class Window:
                 return self._form(key, lane, count)
         return None
 
-    def _go(self, key: Hashable, lane: deque[_Entry], now: float) -> tuple[int, float]:
+    def _go(self, key: Hashable, lane: _Lane, now: float) -> tuple[int, float]:
         """How many of a lane's events may go as its next block, and when (``<= now``: now)."""
         block_size = self.block_size
-        count = 0
-        for entry in lane:
-            if count == block_size or entry[2] > now:
-                break
-            count += 1
-        if not count:
-            return 0, lane[0][2]  # the head's delivery delay
-        if count < block_size and self._max_delay:
-            arrived = lane[0][3]
+        dues = lane.dues
+        if dues is None:
+            count = min(len(lane), block_size)
+        else:
+            count = 0
+            for due in dues:
+                if count == block_size or due > now:
+                    break
+                count += 1
+            if not count:
+                return 0, dues[0]  # the head's delivery delay
+        if count < block_size and count == len(lane) and self._refilling(key, now):
+            return count, math.inf  # the refill under way completes the block (no timer)
+        if count < block_size and self._max_delay and lane.arrivals is not None:
+            arrived = lane.arrivals[0]
             if (
                 arrived is not None
                 and self._live
@@ -381,16 +441,31 @@ class Window:
                 return count, arrived + self._max_delay  # a partial block waits for more
         return count, now
 
-    def _form(self, key: Hashable, lane: deque[_Entry], count: int) -> Block:
+    def _refilling(self, key: Hashable, now: float) -> bool:
+        """Whether a read under way (or wanted now) brings more of ``key``'s events from right
+        behind what is buffered: then a partial block of them waits for it."""
+        if self._keyed:
+            if key not in self._truncated:
+                return False
+        elif not self._more or self._live:
+            return False
+        return self._reading is not None or (
+            self._read_not_before <= now and self._wanted() is not None
+        )
+
+    def _form(self, key: Hashable, lane: _Lane, count: int) -> Block:
         block: Block
         seqs: tuple[int, ...]
         if count == 1:  # single events (the registry's way): no lists to build
-            entry = lane.popleft()
-            seqs, block = (entry[0],), (entry[1],)
+            seqs, block = (lane.seqs.popleft(),), (lane.events.popleft(),)
         else:
-            entries = [lane.popleft() for _ in range(count)]
-            seqs = tuple(entry[0] for entry in entries)
-            block = tuple(entry[1] for entry in entries)
+            pop_seq, pop_event = lane.seqs.popleft, lane.events.popleft
+            seqs = tuple([pop_seq() for _ in range(count)])
+            block = tuple([pop_event() for _ in range(count)])
+        for part in (lane.dues, lane.arrivals):
+            if part is not None:
+                for _ in range(count):
+                    part.popleft()
         self.buffered -= count
         if self._keyed:
             self._busy.add(key)
@@ -501,14 +576,14 @@ class Window:
             wanting = [
                 (mark, cap - len(lanes.get(key, ())))
                 for key, mark in self._truncated.items()
-                if len(lanes.get(key, ())) <= cap // 2
+                if len(lanes.get(key, ())) <= cap // 2 or len(lanes.get(key, ())) < self.block_size
             ]
             if wanting:
                 # no more rows than these keys can take: a hot key's rows are most of them
                 fits = sum(free for _, free in wanting)
                 after = min(mark for mark, _ in wanting) - 1
                 return Read(ReadKind.CATCH_UP, after, min(room, fits), self._cursor)
-        if self._live or self.buffered > self.window // 2:
+        if self._live or (self.buffered > self.window // 2 and self.buffered >= self.block_size):
             return None
         return Read(ReadKind.FORWARD, self._cursor, room)
 
@@ -553,6 +628,7 @@ class Window:
                 del arrivals[seq]  # (seen: taken above, or not ours to wait for)
         self._cursor = max(self._cursor, last)
         self._max_seen = max(self._max_seen, last)
+        self._more = len(rows) >= read.limit
         if self._poll_wait is None:
             if len(rows) < read.limit and last >= self._max_seen:
                 self._live = True  # caught up: live events go to memory again
@@ -597,6 +673,7 @@ class Window:
         """``read`` failed (or was cancelled): the next waits :data:`READ_RETRY` seconds."""
         self._reading = None
         self._polling = False
+        self._more = False  # (while the store fails, what is buffered goes as it is)
         if read.generation == self._generation or read.kind is ReadKind.START:
             self._read_not_before = now + READ_RETRY
 
@@ -622,6 +699,7 @@ class Window:
         self._truncated.clear()
         self._cursor = 0
         self._live = False
+        self._more = False
         self._read_not_before = -math.inf
         self._polling = False
 
@@ -647,7 +725,8 @@ class Window:
                     times.append(self._go(key, self._lanes[key], now)[1])
             elif self._lane:
                 times.append(self._go(None, self._lane, now)[1])
-        return min(times) if times else None
+        soonest = min(times, default=math.inf)
+        return soonest if soonest < math.inf else None  # (a refill's end wakes the stage)
 
     def close(self) -> None:
         """No more events will be put: partial blocks go without waiting for more."""
