@@ -152,8 +152,11 @@ class Endpoint(abc.ObserverBase[Event]):
             )
         self.name = name
         self._url = url
-        self._ignore = EventFilter(
-            ignore_media_types=ignore_media_types or (), ignore_actions=ignore_actions or ()
+        # None when nothing is ignored: no look-up per event on the common path
+        self._ignore: EventFilter | None = (
+            EventFilter(ignore_media_types=ignore_media_types, ignore_actions=ignore_actions)
+            if ignore_media_types or ignore_actions
+            else None
         )
         self._filter = filter
         self.delivery = delivery
@@ -284,7 +287,9 @@ class Endpoint(abc.ObserverBase[Event]):
 
     def accepts(self, event: Event) -> bool:
         """Whether this endpoint's filters let ``event`` through."""
-        return self._ignore(event) and (self._filter is None or self._filter(event))
+        return (self._ignore is None or self._ignore(event)) and (
+            self._filter is None or self._filter(event)
+        )
 
     def on_next(self, value: Event) -> None:
         """Accept one event: filter it and enqueue it; returns at once.
@@ -300,7 +305,7 @@ class Endpoint(abc.ObserverBase[Event]):
                 f"endpoint {self.name!r} is durable: events reach it through its store "
                 "(Relay.accept or on_stored), so nothing accepted can be lost"
             )
-        if not self._ignore(value):
+        if self._ignore is not None and not self._ignore(value):
             return
         (self._inlet or self._start()).on_next(value)
 
