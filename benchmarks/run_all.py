@@ -34,7 +34,7 @@ from chart import draw, summary_rows
 BENCHMARKS: dict[str, list[str]] = {
     "vs_registry": ["--events", "10000", "--batch", "100"],
     "latency": ["--rate", "500", "--seconds", "10"],
-    "http_delivery": ["--events", "5000", "--batch", "100", "--rounds", "3"],
+    "http_delivery": ["--events", "5000", "--batch", "100", "--rounds", "5"],
     "ingest": ["--events", "20000", "--per-post", "1", "--clients", "16"],
     "backlog": ["--events", "200000"],
     "inprocess": ["--events", "100000", "--rounds", "3"],
