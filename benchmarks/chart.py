@@ -1,10 +1,12 @@
 """The chart and the summary table of ``results.json`` (written by ``run_all.py``).
 
-Six panels, rxsinks beside its baseline from the same run wherever there is one: the backlog
+Ten panels, rxsinks beside its baseline from the same run wherever there is one: the backlog
 drain against the real Docker registry, HTTP delivery against a raw aiohttp loop, in-process
-dispatch against a hand-written asyncio queue, ingest by store, memory per pending event during
-an outage, and latency under a steady load. A benchmark missing from the results (skipped,
-failed, or not run) leaves its panel saying so.
+dispatch against a hand-written asyncio queue, a slow receiver with parallel delivery and many
+slow endpoints against the registry, the store's CPU per event-delivery with 300 endpoints
+against the memory store, ingest by store, memory per pending event during an outage, latency
+under a steady load, and the SQLite files before and after a million-event backlog drains. A
+benchmark missing from the results (skipped, failed, or not run) leaves its panel saying so.
 
 Usage: ``python benchmarks/chart.py [RESULTS_JSON [PNG]]`` redraws the PNG from saved results.
 """
@@ -437,17 +439,72 @@ def _many_panel(ax: Axes, results: dict[str, Any]) -> None:
     )
 
 
+def _store_cost_panel(ax: Axes, results: dict[str, Any]) -> None:
+    scaling = figures(results, "endpoints_scaling")
+    count = scaling["endpoints"] if scaling else "?"
+    title = f"CPU per event-delivery, {count} endpoints (us, lower is better)"
+    if not scaling or f"sqlite_cpu_us_per_delivery_{count}" not in scaling:
+        _not_run(ax, title, "endpoints_scaling", results)
+        return
+    kept = all(scaling.get(f"{kind}_keeps_up_{count}") for kind in ("sqlite", "memory"))
+    _bars(
+        ax,
+        [f"offered 200 events/s ({'both kept up' if kept else 'NOT kept up'})"],
+        [
+            ("memory store", [scaling[f"memory_cpu_us_per_delivery_{count}"]], BASELINE),
+            ("SQLite store", [scaling[f"sqlite_cpu_us_per_delivery_{count}"]], RXSINKS),
+        ],
+        title=title,
+        ylabel="us of CPU",
+        log=False,
+        fmt="{:.1f}",
+    )
+
+
+def _store_files_panel(ax: Axes, results: dict[str, Any]) -> None:
+    title = "SQLite files, 1,000,000-event backlog (MiB, log)"
+    scaling = figures(results, "endpoints_scaling")
+    if not scaling or "db_bytes_after_drain" not in scaling:
+        _not_run(ax, title, "endpoints_scaling", results)
+        return
+    mib = 1024 * 1024
+
+    def size(key: str) -> float:
+        # an empty file is drawn as a sliver on the log scale; its label still says 0
+        return max(scaling[key] / mib, 0.01)
+
+    _bars(
+        ax,
+        ["database", "write-ahead log"],
+        [
+            ("at the peak", [size("db_bytes_at_peak"), size("wal_bytes_at_peak")], BASELINE),
+            (
+                "drained and compacted",
+                [size("db_bytes_after_drain"), size("wal_bytes_after_drain")],
+                RXSINKS,
+            ),
+        ],
+        title=title,
+        ylabel="MiB (log)",
+        log=True,
+        fmt="{:,.1f}",
+    )
+    ax.legend(fontsize=7, loc="upper right", frameon=False)  # the database's peak is on the left
+
+
 def draw(results: dict[str, Any], path: Path) -> None:
-    """Draw the eight panels of ``results`` into the PNG at ``path``."""
-    fig, axes = plt.subplots(2, 4, figsize=(21, 9.5))
+    """Draw the ten panels of ``results`` into the PNG at ``path``."""
+    fig, axes = plt.subplots(2, 5, figsize=(26, 9.5))
     _registry_panel(axes[0][0], results)
     _http_panel(axes[0][1], results)
     _inprocess_panel(axes[0][2], results)
     _slow_panel(axes[0][3], results)
+    _store_cost_panel(axes[0][4], results)
     _ingest_panel(axes[1][0], results)
     _memory_panel(axes[1][1], results)
     _latency_panel(axes[1][2], results)
     _many_panel(axes[1][3], results)
+    _store_files_panel(axes[1][4], results)
     described = results.get("machine", {})
     fig.suptitle(
         f"rxsinks benchmarks, {results.get('date', '?')[:10]}: "
