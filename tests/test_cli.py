@@ -96,6 +96,27 @@ def test_check_config_prints_the_effective_config_redacted(tmp_path: Path) -> No
     assert "1 endpoint(s) to deliver to (1 disabled)" in result.stderr
 
 
+def test_check_config_takes_the_file_as_serve_does(tmp_path: Path) -> None:
+    path = tmp_path / "rxsinks.yml"
+    path.write_text(
+        "store: {kind: memory}\n"
+        "notifications:\n  endpoints:\n    - {name: a, url: 'http://127.0.0.1:9/hook'}\n"
+    )
+    for args in (["-c", str(path)], ["--config", str(path)], [str(path), "-c", str(path)]):
+        result = CliRunner().invoke(main, ["check-config", *args])
+        assert result.exit_code == 0, result.output
+        assert "1 endpoint(s) to deliver to" in result.stderr
+    env = CliRunner(env={"RXSINKS_CONFIG": str(path)}).invoke(main, ["check-config"])
+    assert env.exit_code == 0, env.output
+    other = tmp_path / "other.yml"
+    both = CliRunner().invoke(main, ["check-config", str(other), "-c", str(path)])
+    assert both.exit_code == 2
+    assert "two configurations given" in both.output
+    neither = CliRunner(env={"RXSINKS_CONFIG": None}).invoke(main, ["check-config"])
+    assert neither.exit_code == 2
+    assert "Missing argument 'FILE' (or --config FILE)" in neither.output
+
+
 def test_check_config_lists_every_problem_one_per_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.yml"
     path.write_text(

@@ -202,13 +202,27 @@ async def _serve(config: RelayConfig) -> None:
 
 
 @main.command("check-config")
-@click.argument("file", type=click.Path(dir_okay=False))
-def check_config(file: str) -> None:
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    envvar="RXSINKS_CONFIG",
+    type=click.Path(dir_okay=False),
+    help="The same as FILE, spelled as serve takes it. Env: RXSINKS_CONFIG.",
+)
+def check_config(file: str | None, config_path: str | None) -> None:
     """Validate FILE and print the effective configuration as YAML, secrets redacted.
 
-    Every default is filled in and durations are in seconds. Exits 2 with one line per
-    problem (key path: what is expected) when the configuration is invalid.
+    FILE may also be given as ``--config FILE``, the way ``serve`` takes it. Every default is
+    filled in and durations are in seconds. Exits 2 with one line per problem (key path: what
+    is expected) when the configuration is invalid.
     """
+    if file is not None and config_path is not None and file != config_path:
+        raise click.UsageError(f"two configurations given: FILE {file} and --config {config_path}")
+    file = file or config_path
+    if file is None:
+        raise click.UsageError("Missing argument 'FILE' (or --config FILE).")
     config, built = _load(file, serving=True)
     click.echo(yaml.safe_dump(config.redacted(), sort_keys=False, allow_unicode=True), nl=False)
     disabled = len(config.endpoints) - built
