@@ -34,7 +34,20 @@ def batch(
     runs on the scheduler (outside a running loop, rxsinks' scheduler thread): ``on_next`` never
     waits for it.
 
+    The sink contract: a sink is any callable taking one block; it returns when the block was
+    delivered and raises when the attempt failed (or returns an awaitable or a cold observable
+    that does the same); see :func:`~rxsinks.deliver`. Plain reactivex operators mix in
+    anywhere, as the example shows.
+
     Example:
+        >>> from reactivex import from_iterable, operators as ops
+        >>> _ = from_iterable(range(5)).pipe(
+        ...     ops.map(lambda n: n * 10),  # a plain reactivex operator
+        ...     batch(2, None),
+        ... ).subscribe(print)
+        (0, 10)
+        (20, 30)
+        (40,)
         >>> events.pipe(batch(100, 0.2), deliver(post))  # doctest: +SKIP
 
     Marble diagram (``max_events=2``, ``max_delay`` = 4 ticks)::

@@ -461,7 +461,19 @@ def broadcast(*members: Member) -> Callable[[Observable[_T]], Broadcast[_T]]:
     ``remove``; an exception in one member never stops, slows or reorders the others or the
     producer.
 
+    Members are observers, not sinks: to deliver, make a member a pipeline ending in
+    :func:`~rxsinks.deliver` (whose sink returns when a block was delivered and raises when the
+    attempt failed), or an :class:`~rxsinks.Endpoint`. Plain reactivex operators mix in before
+    and after.
+
     Example:
+        >>> from reactivex import operators as ops, subject
+        >>> source = subject.Subject()
+        >>> fan = source.pipe(ops.map(str.upper), broadcast(lambda s: print("member", s)))
+        >>> _ = fan.subscribe(lambda s: print("subscriber", s))  # connects; a member too
+        >>> source.on_next("a")
+        member A
+        subscriber A
         >>> fan = events.pipe(broadcast(alpha, beta))  # doctest: +SKIP
         >>> fan.subscribe(gamma)  # connects; gamma is a member too  # doctest: +SKIP
         >>> fan.remove(beta)  # doctest: +SKIP

@@ -431,6 +431,10 @@ def filter_events(event_filter: EventFilter) -> Callable[[Observable[Event]], Ob
     Completion and errors pass through unchanged. A filter's raising predicate drops that event
     (logged on ``rxsinks.filter``) and the stream goes on.
 
+    A filter stage sits anywhere in a pipeline, beside plain reactivex operators, usually before
+    :func:`~rxsinks.batch` and :func:`~rxsinks.deliver` (whose sink returns when a block was
+    delivered and raises when the attempt failed).
+
     Marble diagram (``b`` is a pull)::
 
         --a--b--c--|
@@ -438,7 +442,14 @@ def filter_events(event_filter: EventFilter) -> Callable[[Observable[Event]], Ob
         --a-----c--|
 
     Example:
-        >>> op = filter_events(EventFilter.from_registry(ignore_actions=["pull"]))
+        >>> from reactivex import from_iterable, operators as ops
+        >>> events = [Event.new("push", target={"repository": "a/b"}), Event.new("pull")]
+        >>> keep = EventFilter.from_registry(ignore_actions=["pull"])
+        >>> _ = from_iterable(events).pipe(
+        ...     filter_events(keep),
+        ...     ops.map(lambda event: event.action),  # a plain reactivex operator
+        ... ).subscribe(print)
+        push
 
     Args:
         event_filter: the filter to apply; it may be shared by several pipelines.
@@ -537,6 +548,10 @@ def ignore(
     action-only filter works (unlike the registry before its fix #4729). Completion and errors
     pass through.
 
+    A filter stage sits anywhere in a pipeline, beside plain reactivex operators, usually before
+    :func:`~rxsinks.batch` and :func:`~rxsinks.deliver` (whose sink returns when a block was
+    delivered and raises when the attempt failed).
+
     Marble diagram (``b`` is a pull)::
 
         --a--b--c--|
@@ -544,6 +559,13 @@ def ignore(
         --a-----c--|
 
     Example:
+        >>> from reactivex import from_iterable, operators as ops
+        >>> events = [Event.new("push", target={"repository": "a/b"}), Event.new("pull")]
+        >>> _ = from_iterable(events).pipe(
+        ...     ignore(actions=["pull"]),
+        ...     ops.map(lambda event: event.action),  # a plain reactivex operator
+        ... ).subscribe(print)
+        push
         >>> op = ignore(media_types=["application/octet-stream"], actions=["pull"])
 
     Args:
@@ -581,6 +603,10 @@ def match(
     ``rxsinks.filter`` with the event id, and the stream goes on. Completion and errors pass
     through.
 
+    A filter stage sits anywhere in a pipeline, beside plain reactivex operators, usually before
+    :func:`~rxsinks.batch` and :func:`~rxsinks.deliver` (whose sink returns when a block was
+    delivered and raises when the attempt failed).
+
     Marble diagram (``a`` is outside ``library/``)::
 
         --a--b--c--|
@@ -588,6 +614,14 @@ def match(
         -----b--c--|
 
     Example:
+        >>> from reactivex import from_iterable, operators as ops
+        >>> events = [Event.new("push", target={"repository": r}) for r in ("library/a", "b")]
+        >>> _ = from_iterable(events).pipe(
+        ...     ops.filter(lambda event: event.action == "push"),  # a plain reactivex operator
+        ...     match(repositories=["library/*"]),
+        ...     ops.map(lambda event: event.target.repository),
+        ... ).subscribe(print)
+        library/a
         >>> op = match(actions=["push"], repositories=["team-?/**"], exclude_repositories=["*/tmp"])
 
     Args:

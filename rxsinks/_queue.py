@@ -138,10 +138,29 @@ def queue(
     delivery. Unbounded by default, like the registry; see :class:`Queue` for the bound, the
     overflow policy, the hooks and the live counters (``pending``, ``dropped``, ``in_flight``).
 
+    The stage hands each block to its sink, which returns when the block was delivered and
+    raises when the attempt failed (see :func:`~rxsinks.deliver`); ``list.append`` is a sink.
+    Plain reactivex operators mix in before and after the stage.
+
     Example:
         >>> q = queue(max_events=2, overflow="drop_newest")
         >>> q
         queue(max_events=2, overflow='drop_newest')
+        >>> from reactivex import from_iterable, operators as ops
+        >>> from reactivex.testing import TestScheduler
+        >>> from rxsinks import deliver
+        >>> clock, delivered = TestScheduler(), []
+        >>> _ = from_iterable("abc").pipe(
+        ...     ops.map(str.upper),  # a plain reactivex operator
+        ...     deliver(delivered.append, queue=queue(max_events=100), scheduler=clock),
+        ...     ops.map(lambda outcome: outcome.kind.value),
+        ... ).subscribe(print)
+        >>> _ = clock.start()
+        delivered
+        delivered
+        delivered
+        >>> delivered
+        ['A', 'B', 'C']
 
     Marble diagram (a sink taking 3 ticks per item; ``max_events=1``, ``drop_newest``; outcomes
     ``A``, ``B``... delivered, ``x`` dropped)::

@@ -269,6 +269,27 @@ def retry_with_breaker(
     returning an observable that errors (see :func:`~rxsinks.deliver`).
 
     Example:
+        >>> from reactivex import from_iterable, operators as ops
+        >>> from reactivex.testing import TestScheduler
+        >>> from rxsinks import deliver
+        >>> attempts = []
+        >>> def flaky(block):  # the sink: returns = delivered, raises = failed
+        ...     attempts.append(block)
+        ...     if len(attempts) < 3:
+        ...         raise ConnectionError("receiver down")
+        >>> clock = TestScheduler()
+        >>> _ = from_iterable(["a"]).pipe(
+        ...     ops.map(str.upper),  # a plain reactivex operator
+        ...     deliver(flaky, retry=retry_with_breaker(2, 5), scheduler=clock),
+        ...     ops.map(lambda outcome: f"{outcome.kind.value} at {clock.clock:g}"),
+        ... ).subscribe(print)
+        >>> _ = clock.start()
+        failed at 0
+        failed at 0
+        breaker_opened at 0
+        breaker_half_open at 5
+        delivered at 5
+        breaker_closed at 5
         >>> from tenacity.stop import stop_after_attempt
         >>> policy = retry_with_breaker(3, 0.5, stop=stop_after_attempt(20))
         >>> events.pipe(deliver(post, retry=policy)).subscribe(print)  # doctest: +SKIP
