@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -53,7 +55,8 @@ class Endpoint(abc.ObserverBase[Event]):
     ``ignore -> batch -> deliver(webhook, queue, retry/breaker)``, built from the rxsinks
     operators. It is an observer of :class:`~rxsinks.Event`: ``subject.subscribe(endpoint)``
     works, and :meth:`on_next` returns at once (it only filters and enqueues; delivery runs on
-    the event loop). Ignored events are never queued nor counted. :attr:`outcomes` and
+    the event loop it was built or first fed on, and events from other threads, behind an
+    ``observe_on`` on a thread pool say, are handed over to that loop in order). Ignored events are never queued nor counted. :attr:`outcomes` and
     :attr:`dead_letters` complete once the endpoint closed, and :attr:`drained` tells an
     :class:`~rxsinks.EventSubject` when the endpoint has delivered everything it accepted.
 
@@ -232,6 +235,19 @@ class Endpoint(abc.ObserverBase[Event]):
         # with no delay given, a partial block still goes at the end of the loop turn
         self._batch = batch_operator(batch.max_events, batch.max_delay, scheduler=scheduler)
         self._scheduler = scheduler
+        # the loop the endpoint delivers on: the one running where it was built (or first fed);
+        # a notification from another thread (an observe_on on a thread pool above it, say) is
+        # handed over to it, since the pipeline and its async sink live on that loop
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        if scheduler is None:
+            with contextlib.suppress(RuntimeError):
+                self._loop = asyncio.get_running_loop()
+                self._loop_thread = threading.get_ident()
+        # taken by notifications from other threads, and by completion once any came: so an
+        # event is either refused as closed or queued on the loop ahead of the completion
+        self._handover_lock = threading.Lock()
+        self._handed_over = False  # a notification came from another thread at least once
         self._inlet: abc.ObserverBase[Any] | None = None
         self._closing = False
         self._finished_delivering = False
@@ -249,6 +265,11 @@ class Endpoint(abc.ObserverBase[Event]):
     # -- the pipeline --------------------------------------------------------------------------
 
     def _start(self) -> abc.ObserverBase[Any]:
+        if self._loop is None and self._scheduler is None:
+            # built outside a loop, started on one: that loop is the endpoint's from now on
+            with contextlib.suppress(RuntimeError):
+                self._loop = asyncio.get_running_loop()
+                self._loop_thread = threading.get_ident()
         inlet: list[abc.ObserverBase[Any]] = []
 
         def capture(
@@ -307,13 +328,36 @@ class Endpoint(abc.ObserverBase[Event]):
             )
         if self._ignore is not None and not self._ignore(value):
             return
+        if self._loop_thread is not None and threading.get_ident() != self._loop_thread:
+            self._hand_over(value)
+            return
         (self._inlet or self._start()).on_next(value)
 
     def on_stored(self, seq: int, event: Event) -> None:
         """Accept an event the store committed at ``seq`` (durable endpoints only)."""
         if self._closing:
             raise SINK_CLOSED
+        if self._loop_thread is not None and threading.get_ident() != self._loop_thread:
+            self._hand_over((seq, event))
+            return
         (self._inlet or self._start()).on_next((seq, event))
+
+    def _hand_over(self, item: Any) -> None:
+        """Queue ``item`` on the endpoint's loop, from another thread, in the order given."""
+        assert self._loop is not None
+        with self._handover_lock:
+            if self._closing:
+                raise SINK_CLOSED
+            self._handed_over = True
+            try:
+                self._loop.call_soon_threadsafe(self._arrived, item)
+            except RuntimeError as exc:  # the loop was closed
+                raise SINK_CLOSED from exc
+
+    def _arrived(self, item: Any) -> None:
+        # accepted before the endpoint closed (checked under the lock that completion takes),
+        # and the completion is queued behind it: no closed check here
+        (self._inlet or self._start()).on_next(item)
 
     def rescan(self) -> None:
         """Re-read a durable endpoint's backlog (dead letters were replayed into the store)."""
@@ -328,9 +372,22 @@ class Endpoint(abc.ObserverBase[Event]):
     def on_completed(self) -> None:
         """The source ended: deliver what is queued, then release resources (see
         :meth:`aclose`); :attr:`drained` completes then."""
-        if self._closing:
+        with self._handover_lock:
+            if self._closing:
+                return
+            self._closing = True
+            handed_over = self._handed_over
+        if self._loop_thread is not None and (
+            handed_over or threading.get_ident() != self._loop_thread
+        ):
+            # behind the events other threads queued on the loop (call_soon keeps their order)
+            assert self._loop is not None
+            with contextlib.suppress(RuntimeError):  # a closed loop: nothing left to flush
+                self._loop.call_soon_threadsafe(self._complete)
             return
-        self._closing = True
+        self._complete()
+
+    def _complete(self) -> None:
         if self._inlet is None and self._finished_delivering:
             return  # the stage never started: nothing to flush
         (self._inlet or self._start()).on_completed()

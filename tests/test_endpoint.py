@@ -15,6 +15,7 @@ import pytest
 import reactivex
 from reactivex import abc
 from reactivex import operators as ops
+from reactivex.scheduler import ThreadPoolScheduler
 from reactivex.testing import TestScheduler
 from tenacity.stop import stop_after_attempt
 
@@ -671,3 +672,67 @@ async def test_outcomes_and_dead_letters_complete_when_the_endpoint_closes(
     assert report.flushed
     assert kinds == [["delivered", "failed", "dead_lettered"]]
     assert counted == [1]
+
+
+# ----------------------------------------------------------------------- other threads
+
+
+async def test_behind_observe_on_a_thread_pool_it_delivers_on_its_loop(
+    start_hook: StartHook,
+) -> None:
+    # the endpoint was built on the loop; its events arrive on pool threads: each is handed
+    # over to the loop, where its aiohttp session lives, and the subject's flush waits for them
+    hook = await start_hook()
+    endpoint = rxsinks.Endpoint("pool", hook.url, timeout=5.0)
+    events = rxsinks.EventSubject()
+    pool = ThreadPoolScheduler(2)
+    events.pipe(ops.observe_on(pool), ops.map(lambda event: event)).subscribe(endpoint)
+    sent = make_events(20)
+    for event in sent:
+        events.on_next(event)
+    report = await events.aclose(timeout=20)
+    assert report.flushed, report
+    assert hook.delivered == ids(sent)  # observe_on keeps the order
+    assert endpoint.metrics().successes == 20
+    pool.executor.shutdown()
+
+
+async def test_events_written_from_threads_all_go_and_none_after_close(
+    start_hook: StartHook,
+) -> None:
+    hook = await start_hook()
+    endpoint = rxsinks.Endpoint("threads", hook.url, timeout=5.0)
+    batches = [make_events(25) for _ in range(4)]
+
+    def write(events: list[rxsinks.Event]) -> None:
+        for event in events:
+            endpoint.on_next(event)
+
+    await asyncio.gather(*(asyncio.to_thread(write, events) for events in batches))
+    report = await endpoint.aclose(timeout=20)
+    assert report.flushed, report
+    for events in batches:  # one thread's events keep their order
+        delivered = [event_id for event_id in hook.delivered if event_id in set(ids(events))]
+        assert delivered == ids(events)
+    assert len(hook.delivered) == 100
+    with pytest.raises(SinkClosedError):
+        await asyncio.to_thread(endpoint.on_next, make_events(1)[0])
+
+
+async def test_completion_from_another_thread_comes_after_the_events_it_handed_over(
+    start_hook: StartHook,
+) -> None:
+    hook = await start_hook()
+    endpoint = rxsinks.Endpoint("late", hook.url, timeout=5.0)
+    sent = make_events(10)
+
+    def produce() -> None:
+        for event in sent:
+            endpoint.on_next(event)
+        endpoint.on_completed()
+
+    drained: list[bool] = []
+    endpoint.drained.subscribe(on_completed=lambda: drained.append(True))
+    await asyncio.to_thread(produce)
+    await eventually(lambda: bool(drained), "the endpoint drained")
+    assert hook.delivered == ids(sent)
