@@ -172,6 +172,18 @@ local function note_walk(key, wa, wb, a, b)
     redis.call('SET', key, fmt(a) .. ' ' .. fmt(b))
   end
 end
+-- the seqs of the done set among stream entries just read after seq `after` (one command per
+-- chunk of entries, not one per entry)
+local function done_among(donekey, after, entries)
+  local done = {}
+  if #entries > 0 then
+    local last = sid(entries[#entries][1])
+    for _, seq in ipairs(redis.call('ZRANGEBYSCORE', donekey, '(' .. fmt(after), last)) do
+      done[seq] = true
+    end
+  end
+  return done
+end
 -- move the cursor over what follows it that is done or not routed to the endpoint: the walk,
 -- then at most `budget` stream entries; drop the done seqs it passed.
 -- Returns the cursor and whether it stopped at an entry owed (or the stream's end).
@@ -184,16 +196,17 @@ local function advance(prefix, name, budget)
   local cur = first
   local wa, wb = get_walk(walkkey)
   local scanned = 0
-  local chunk = 16  -- usually the next entry is owed: fetch few bodies first
+  local chunk = 64  -- usually an entry owed comes soon: fetch few bodies first
   local stopped = false
   while not stopped do
     if wa and wa <= cur and cur < wb then cur = wb end
     if scanned >= budget then break end
     local want = math.min(chunk, budget - scanned)
     local entries = redis.call('XRANGE', events, '(' .. fmt(cur) .. '-0', '+', 'COUNT', want)
+    local done = done_among(donekey, cur, entries)
     for _, entry in ipairs(entries) do
       local seq = sid(entry[1])
-      if routed(prefix, entry[2][6], name) and not redis.call('ZSCORE', donekey, seq) then
+      if routed(prefix, entry[2][6], name) and not done[seq] then
         stopped = true
         break
       end
@@ -299,12 +312,13 @@ while not finished do
   local want = math.min(chunk, budget - scanned)
   if want <= 0 then break end
   local entries = redis.call('XRANGE', KEYS[1], '(' .. fmt(last) .. '-0', '+', 'COUNT', want)
+  local done = done_among(KEYS[3], last, entries)
   for _, entry in ipairs(entries) do
     local seq = sid(entry[1])
     local fields = entry[2]
     scanned = scanned + 1
     last = tonumber(seq)
-    if routed(prefix, fields[6], name) and not redis.call('ZSCORE', KEYS[3], seq) then
+    if routed(prefix, fields[6], name) and not done[seq] then
       hits[#hits + 1] = seq
       hits[#hits + 1] = fields[2]
       hits[#hits + 1] = fields[4]
@@ -352,12 +366,38 @@ _CONFIRM = (
 local prefix, name = ARGV[1], ARGV[2]
 local cur = tonumber(redis.call('GET', prefix .. ':cur:' .. name) or '0')
 local settled = 0
+local replayed = {}
+if redis.call('ZCARD', KEYS[1]) > 0 then
+  for i = 3, #ARGV, 1000 do
+    local seqs = {unpack(ARGV, i, math.min(i + 999, #ARGV))}
+    for j, score in ipairs(redis.call('ZMSCORE', KEYS[1], unpack(seqs))) do
+      if score then replayed[seqs[j]] = true end
+    end
+  end
+end
+-- a few commands per call, not per seq: the replayed ones leave the replay set, the others
+-- join the done set (ZADD NX counts those new to it: settled now)
+local gone, pairs_ = {}, {}
 for i = 3, #ARGV do
   local seq = ARGV[i]
-  if redis.call('ZREM', KEYS[1], seq) == 1 then
-    redis.call('HDEL', KEYS[2], seq)
-  elseif tonumber(seq) > cur and redis.call('ZADD', KEYS[3], 'NX', seq, seq) == 1 then
-    settled = settled + 1
+  if replayed[seq] then
+    gone[#gone + 1] = seq
+  elseif tonumber(seq) > cur then
+    pairs_[#pairs_ + 1] = seq
+    pairs_[#pairs_ + 1] = seq
+  end
+  if #gone >= 1000 or i == #ARGV then
+    if #gone > 0 then
+      redis.call('ZREM', KEYS[1], unpack(gone))
+      redis.call('HDEL', KEYS[2], unpack(gone))
+      gone = {}
+    end
+  end
+  if #pairs_ >= 2000 or i == #ARGV then
+    if #pairs_ > 0 then
+      settled = settled + redis.call('ZADD', KEYS[3], 'NX', unpack(pairs_))
+      pairs_ = {}
+    end
   end
 end
 if settled > 0 then redis.call('INCRBY', KEYS[4], settled) end
@@ -707,10 +747,15 @@ class RedisStore:
         if not events:
             return []
         index: dict[str, int] = {}
+        # the relay passes the same list for the events its filters route alike: sort and
+        # join each list once, not once per event
+        seen: dict[int, int] = {}
         args: list[str | int] = []
         for event, names in zip(events, routes, strict=True):
-            joined = "\n".join(sorted({_name(name) for name in names}))
-            route = index.setdefault(joined, len(index) + 1) if joined else 0
+            route = seen.get(id(names))
+            if route is None:
+                joined = "\n".join(sorted({_name(name) for name in names}))
+                route = seen[id(names)] = index.setdefault(joined, len(index) + 1) if joined else 0
             args += [encode_event(event), route]
         keys = [
             self._key(kind)
