@@ -1,9 +1,9 @@
 """The Redis store's cost per event as the number of endpoints grows.
 
-A ``redis-server`` of its own (in a temporary directory, no persistence so the disk does not
-enter the figures) takes ``--events`` registry ``push`` events, appended ``--batch`` per call
-of :meth:`rxsinks.RedisStore.append`, each routed to all of ``--endpoints`` endpoints that are
-down (nothing confirmed). Measured per layout:
+A throwaway ``redis-server`` (``appendonly yes``, as a relay's Redis should be) takes
+``--events`` registry ``push`` events, appended ``--batch`` per call of
+:meth:`rxsinks.RedisStore.append`, each routed to all of ``--endpoints`` endpoints that are down
+(nothing confirmed). Measured per layout:
 
 * **commands per event**: the Redis commands executed (``INFO commandstats``: the scripts' own
   commands and the EVALSHA calls, INFO itself left out) divided by the events;
@@ -13,7 +13,8 @@ down (nothing confirmed). Measured per layout:
 Side by side in the same run: the store with **1 endpoint** (the floor), and the **previous
 layout** (a stream per endpoint, the event XADDed to each of them: the previous version's
 append script, run as it was) with ``--old-events`` events, as it takes ``--endpoints`` times
-the memory. Then the endpoints confirm everything (``--confirm`` seqs per call) and
+the memory. Then, in the store with ``--endpoints`` endpoints, each endpoint confirms
+everything (``--confirm`` seqs per call) and
 :meth:`~rxsinks.RedisStore.compact` trims: the commands per event-delivery confirmed and the
 stream's length after.
 
@@ -30,16 +31,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import redis.asyncio
+from _relay_process import redis_server
 from _support import machine
 
 import rxsinks
@@ -68,36 +64,6 @@ while pos <= #ARGV do
 end
 return seqs
 """
-
-
-@contextmanager
-def redis_server() -> Iterator[str]:
-    """A ``redis-server`` on a free port in a temporary directory; yields its URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with tempfile.TemporaryDirectory() as directory:
-        process = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", directory,
-             "--save", "", "--appendonly", "no", "--daemonize", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                        break
-                except OSError:
-                    time.sleep(0.05)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
 
 
 def make_events(count: int) -> list[rxsinks.Event]:
@@ -212,6 +178,11 @@ async def main() -> None:
         "event_bytes": len(encode_event(make_events(1)[0])),
     }
     with redis_server() as url:
+        if url is None:
+            print(
+                json.dumps({"benchmark": "redis_fanout", "skipped": "redis-server not installed"})
+            )
+            return
         for endpoints in (n, 1):
             result = await new_layout(url, endpoints, args.events, args.batch, args.confirm)
             for key in ("commands_per_event", "bytes_per_pending_event", "appends_per_s"):

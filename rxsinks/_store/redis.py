@@ -43,7 +43,10 @@ Cost per event: :meth:`RedisStore.append` is one Lua script that reserves the ba
 (INCRBY), XADDs each event once with the explicit id ``<seq>-0`` and adds the batch to the
 counters of its route sets (HINCRBY per route set); a route set is interned the first time it
 is seen (that once costs a command per endpoint in it). So an event costs one XADD and its
-memory one stream entry, flat in the number of endpoints (``benchmarks/redis_fanout.py``).
+memory one stream entry, flat in the number of endpoints: with 300 endpoints, 1.4 Redis
+commands and 250 bytes of Redis memory per pending event (registry events of 191 bytes,
+appended 10 per call), as with 1 endpoint, where the previous layout (a stream per endpoint)
+took 301 commands and 70,000 bytes (``benchmarks/redis_fanout.py``).
 Scripts run one at a time in Redis, so even with several instances ingesting concurrently the
 stream holds its entries in seq order and an entry id *is* the event's seq.
 
@@ -58,7 +61,8 @@ poll.
 
 Confirming: :meth:`RedisStore.confirm` adds the seqs to the done set, then moves the cursor
 over what follows it that is done or not routed to the endpoint (the walk, then at most
-:data:`ADVANCE` stream entries), dropping done seqs it passes. Counts (:meth:`RedisStore.backlog`,
+:data:`ADVANCE` stream entries), dropping done seqs it passes; the done seqs are read once per
+chunk of stream entries, so confirming blocks of 50 costs 0.26 commands per delivery. Counts (:meth:`RedisStore.backlog`,
 :meth:`RedisStore.pending`, :meth:`RedisStore.backlogs`) are the sum of the endpoint's route
 sets' counters minus its settled counter plus its replay set: a few commands per endpoint, none
 per event. (A script failing half way through an append, Redis out of memory, leaves the
