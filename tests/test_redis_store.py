@@ -170,14 +170,19 @@ async def test_prefixes_keep_two_relays_apart(redis_url: str) -> None:
 async def test_acknowledged_appends_survive_a_redis_crash(own_redis: RedisServer) -> None:
     store = RedisStore(own_redis.url, timeout=2)
     await store.open()
-    seqs = await store.append(events(50), [["a"]] * 50)
+    seqs = await store.append(events(50), [["a", "b"]] * 40 + [["b"]] * 10)
+    await store.confirm("a", [*seqs[10:20], *seqs[:5]])  # out of order: a gap at 5..9
+    await store.confirm("b", seqs[:40])
     await store.close()
     own_redis.kill()  # SIGKILL: only the append-only file remains
     own_redis.start()
     again = RedisStore(own_redis.url, timeout=2)
     await again.open()
     try:
-        assert await seqs_of(again, "a") == seqs
+        assert await seqs_of(again, "a") == seqs[5:10] + seqs[20:40]
+        assert await seqs_of(again, "b") == seqs[40:]
+        assert await again.backlog("a") == (25, seqs[-1])
+        assert await again.pending() == 35
     finally:
         await again.close()
 
@@ -542,6 +547,30 @@ async def test_each_endpoint_gets_only_the_events_routed_to_it(store: RedisStore
     assert await store.tail("c", 0, 10, wait=0.01) == [
         (seq, event) for seq, event in await store.read("c", 0, 10)
     ]
+
+
+async def test_tail_waits_for_the_endpoint_s_own_events_only(redis_url: str) -> None:
+    reader, writer = RedisStore(redis_url), RedisStore(redis_url)
+    await reader.open()
+    await writer.open()
+    try:
+        await writer.append(events(3), [["b"]] * 3)
+        assert await reader.tail("a", 0, 10, wait=0.05) == []  # b's events do not wake it
+
+        async def later() -> list[int]:
+            await asyncio.sleep(0.05)
+            await writer.append(events(2, "x"), [["b"], ["a", "b"]])
+            return await writer.append(events(1, "y"), [["a"]])
+
+        appending = asyncio.create_task(later())
+        rows = await reader.tail("a", 0, 10, wait=5)
+        mine = await appending
+        # (y0 too, only when the machine is slow enough to append it before the tail looked)
+        assert [event.id for _, event in rows] in (["x1"], ["x1", "y0"])
+        assert rows[0][0] == mine[0] - 1
+    finally:
+        await reader.close()
+        await writer.close()
 
 
 async def test_confirms_out_of_order_move_the_cursor_over_the_contiguous_run(

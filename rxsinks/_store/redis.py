@@ -62,11 +62,13 @@ poll.
 Confirming: :meth:`RedisStore.confirm` adds the seqs to the done set, then moves the cursor
 over what follows it that is done or not routed to the endpoint (the walk, then at most
 :data:`ADVANCE` stream entries), dropping done seqs it passes; the done seqs are read once per
-chunk of stream entries, so confirming blocks of 50 costs 0.26 commands per delivery. Counts (:meth:`RedisStore.backlog`,
-:meth:`RedisStore.pending`, :meth:`RedisStore.backlogs`) are the sum of the endpoint's route
-sets' counters minus its settled counter plus its replay set: a few commands per endpoint, none
-per event. (A script failing half way through an append, Redis out of memory, leaves the
-counters short of the entries written: a count that would go below 0 shows 0.)
+chunk of stream entries, so confirming blocks of 50 costs 0.26 commands per delivery.
+
+Counts (:meth:`RedisStore.backlog`, :meth:`RedisStore.pending`, :meth:`RedisStore.backlogs`)
+are the sum of the endpoint's route sets' counters minus its settled counter plus its replay
+set: a few commands per endpoint, none per event. (A script failing half way through an
+append, Redis out of memory, leaves the counters short of the entries written: a count that
+would go below 0 shows 0.)
 
 Replay: a dead letter goes back to its endpoint's replay set (a sorted set by seq plus a hash of
 bodies), not into the stream; :meth:`RedisStore.read` merges the stream and the replay set by
