@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis.asyncio
+import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -790,3 +794,30 @@ async def test_moving_an_endpoint_is_refused_with_what_to_do(store: RedisStore) 
 async def test_a_newline_in_an_endpoint_name_is_refused(store: RedisStore) -> None:
     with pytest.raises(ValueError, match="newline"):
         await store.append(events(1), [["a\nb"]])
+
+
+async def test_the_cli_says_move_endpoint_is_not_for_redis(
+    store: RedisStore, redis_url: str, tmp_path: Path
+) -> None:
+    await store.append(events(2), [["before"]] * 2)
+    config = tmp_path / "cli.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "ingest": {"addr": "127.0.0.1:1"},
+                "store": {"url": redis_url},
+                "notifications": {"endpoints": [{"name": "after", "url": "http://127.0.0.1:1/"}]},
+            }
+        )
+    )
+    command = [sys.executable, "-m", "rxsinks", "store", "move-endpoint", "before", "after"]
+    moved = await asyncio.to_thread(
+        subprocess.run,
+        [*command, "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert moved.returncode == 1, moved.stderr
+    assert "not supported on Redis" in moved.stderr and "drop-endpoint before" in moved.stderr
+    assert await store.pending("before") == 2  # nothing touched
