@@ -40,6 +40,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "inprocess": ["--events", "100000", "--rounds", "3"],
     "slow_receivers": ["--events", "640", "--endpoints", "200", "--per-endpoint", "20"],
     "endpoints_scaling": ["--endpoints", "300", "--seconds", "20", "--backlog", "1000000"],
+    "redis_fanout": ["--endpoints", "300", "--events", "20000", "--old-events", "1000"],
 }
 TIMEOUT = 1200.0  # the scaling benchmark drains a million-event backlog
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis.asyncio
+import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -170,14 +174,19 @@ async def test_prefixes_keep_two_relays_apart(redis_url: str) -> None:
 async def test_acknowledged_appends_survive_a_redis_crash(own_redis: RedisServer) -> None:
     store = RedisStore(own_redis.url, timeout=2)
     await store.open()
-    seqs = await store.append(events(50), [["a"]] * 50)
+    seqs = await store.append(events(50), [["a", "b"]] * 40 + [["b"]] * 10)
+    await store.confirm("a", [*seqs[10:20], *seqs[:5]])  # out of order: a gap at 5..9
+    await store.confirm("b", seqs[:40])
     await store.close()
     own_redis.kill()  # SIGKILL: only the append-only file remains
     own_redis.start()
     again = RedisStore(own_redis.url, timeout=2)
     await again.open()
     try:
-        assert await seqs_of(again, "a") == seqs
+        assert await seqs_of(again, "a") == seqs[5:10] + seqs[20:40]
+        assert await seqs_of(again, "b") == seqs[40:]
+        assert await again.backlog("a") == (25, seqs[-1])
+        assert await again.pending() == 35
     finally:
         await again.close()
 
@@ -480,19 +489,335 @@ async def test_the_holder_learns_of_another_instance_s_events_without_polling(
 
 
 async def test_keys_follow_the_documented_layout(store: RedisStore, redis_url: str) -> None:
-    seqs = await store.append(events(2), [["a"], ["a"]])
+    seqs = await store.append(events(3), [["a", "b"], ["a", "b"], ["b"]])
     await store.dead_letter("a", seqs[:1], "x", 1)
+    await store.confirm("b", seqs[1:2])
     client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
     try:
         keys = sorted(await client.keys("rxsinks:*"))
         assert keys == [
+            "rxsinks:cur:a",
+            "rxsinks:cur:b",
             "rxsinks:dlq:a",
             "rxsinks:dlseq",
+            "rxsinks:done:b",
             "rxsinks:endpoints",
-            "rxsinks:ep:a",
+            "rxsinks:epr:a",
+            "rxsinks:epr:b",
+            "rxsinks:events",
+            "rxsinks:rcount",
+            "rxsinks:route:1",
+            "rxsinks:route:2",
+            "rxsinks:routes",
+            "rxsinks:routeseq",
             "rxsinks:seq",
+            "rxsinks:settled:a",
+            "rxsinks:settled:b",
+            "rxsinks:trimat",
         ]
-        entries: Any = await client.xrange("rxsinks:ep:a")
-        assert [entry_id for entry_id, _ in entries] == [f"{seqs[1]}-0"]
+        # each event once, whatever the number of endpoints, with its route set's id
+        entries: Any = await client.xrange("rxsinks:events")
+        assert [entry_id for entry_id, _ in entries] == [f"{seq}-0" for seq in seqs]
+        assert [fields["r"] for _, fields in entries] == ["1", "1", "2"]
+        assert await client.hgetall("rxsinks:routes") == {"a\nb": "1", "b": "2"}
+        assert await client.smembers("rxsinks:route:1") == {"a", "b"}
+        assert await client.hgetall("rxsinks:rcount") == {"1": "2", "2": "1"}
+        # a's first delivery was dead lettered: its cursor passed it (done set emptied)
+        assert await client.get("rxsinks:cur:a") == str(seqs[0])
+        assert await client.zrange("rxsinks:done:a", 0, -1) == []
+        # b confirmed its second before its first: beyond the cursor, in the done set
+        assert await client.get("rxsinks:cur:b") == "0"
+        assert await client.zrange("rxsinks:done:b", 0, -1) == [str(seqs[1])]
     finally:
         await client.aclose()
+
+
+async def raw(redis_url: str) -> redis.asyncio.Redis:
+    return redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+
+
+async def test_each_endpoint_gets_only_the_events_routed_to_it(store: RedisStore) -> None:
+    routes = [["a"], ["b"], ["a", "b", "c"], [], ["c"], ["b", "a"]]
+    seqs = await store.append(events(6), routes)
+    assert await seqs_of(store, "a") == [seqs[0], seqs[2], seqs[5]]
+    assert await seqs_of(store, "b") == [seqs[1], seqs[2], seqs[5]]
+    assert await seqs_of(store, "c") == [seqs[2], seqs[4]]
+    assert await seqs_of(store, "nobody") == []
+    assert [await store.pending(name) for name in ("a", "b", "c")] == [3, 3, 2]
+    assert await store.pending() == 8
+    assert await store.backlog("c") == (2, seqs[-1])
+    # an event routed to nobody still takes a seq, and costs no stream entry
+    assert seqs == list(range(seqs[0], seqs[0] + 6))
+    assert await store.tail("c", 0, 10, wait=0.01) == [
+        (seq, event) for seq, event in await store.read("c", 0, 10)
+    ]
+
+
+async def test_tail_waits_for_the_endpoint_s_own_events_only(redis_url: str) -> None:
+    reader, writer = RedisStore(redis_url), RedisStore(redis_url)
+    await reader.open()
+    await writer.open()
+    try:
+        await writer.append(events(3), [["b"]] * 3)
+        assert await reader.tail("a", 0, 10, wait=0.05) == []  # b's events do not wake it
+
+        async def later() -> list[int]:
+            await asyncio.sleep(0.05)
+            await writer.append(events(2, "x"), [["b"], ["a", "b"]])
+            return await writer.append(events(1, "y"), [["a"]])
+
+        appending = asyncio.create_task(later())
+        rows = await reader.tail("a", 0, 10, wait=5)
+        mine = await appending
+        # (y0 too, only when the machine is slow enough to append it before the tail looked)
+        assert [event.id for _, event in rows] in (["x1"], ["x1", "y0"])
+        assert rows[0][0] == mine[0] - 1
+    finally:
+        await reader.close()
+        await writer.close()
+
+
+async def test_confirms_out_of_order_move_the_cursor_over_the_contiguous_run(
+    store: RedisStore, redis_url: str
+) -> None:
+    seqs = await store.append(events(6), [["a"]] * 6)
+    client = await raw(redis_url)
+    try:
+        await store.confirm("a", [seqs[2], seqs[4]])  # per-key blocks confirm in any order
+        assert await seqs_of(store, "a") == [seqs[0], seqs[1], seqs[3], seqs[5]]
+        assert await store.backlog("a") == (4, seqs[-1])
+        assert int(await client.get("rxsinks:cur:a") or 0) < seqs[0]
+        await store.confirm("a", [seqs[0], seqs[1]])
+        # the cursor went over 0..2 (the run), and stopped at the first owed
+        assert await client.get("rxsinks:cur:a") == str(seqs[2])
+        assert await client.zrange("rxsinks:done:a", 0, -1) == [str(seqs[4])]
+        assert await seqs_of(store, "a") == [seqs[3], seqs[5]]
+        assert await store.read("a", seqs[3], 10) == (await store.read("a", 0, 10))[1:]
+        await store.confirm("a", [seqs[3], seqs[3], seqs[1]])  # again: counted once
+        assert await store.backlog("a") == (1, seqs[-1])
+        await store.confirm("a", [seqs[5]])
+        assert await client.get("rxsinks:cur:a") == str(seqs[5])
+        assert await client.zcard("rxsinks:done:a") == 0
+        assert await store.pending() == 0 and await store.backlogs() == []
+    finally:
+        await client.aclose()
+
+
+async def test_replays_merge_with_the_stream_by_seq(store: RedisStore) -> None:
+    seqs = await store.append(events(6), [["a", "b"]] * 6)
+    await store.dead_letter("a", [seqs[1], seqs[4]], "500", 3)
+    await store.confirm("a", [seqs[0], seqs[2]])
+    assert await store.replay("a") == [("a", seqs[1]), ("a", seqs[4])]
+    # replayed 1 and 4 between the stream's 3 and 5, in seq order; b never lost them
+    assert await seqs_of(store, "a") == [seqs[1], seqs[3], seqs[4], seqs[5]]
+    assert [seq for seq, _ in await store.read("a", 0, 2)] == [seqs[1], seqs[3]]
+    assert [seq for seq, _ in await store.read("a", seqs[3], 1)] == [seqs[4]]
+    assert await seqs_of(store, "b") == seqs
+    assert await store.backlog("a") == (4, seqs[-1])
+    assert await store.backlogs() == [
+        rxsinks._store.sqlite.EndpointBacklog("a", 4, 0),
+        rxsinks._store.sqlite.EndpointBacklog("b", 6, 0),
+    ]
+    await store.confirm("a", [seqs[4], seqs[1]])
+    assert await seqs_of(store, "a") == [seqs[3], seqs[5]]
+    assert await store.backlog("a") == (2, seqs[-1])
+
+
+async def test_the_stream_is_trimmed_once_every_endpoint_is_past_it(
+    store: RedisStore, redis_url: str
+) -> None:
+    client = await raw(redis_url)
+    try:
+        seqs = await store.append(events(20), [["a", "b"]] * 10 + [["a"]] * 10)
+        await store.confirm("a", seqs)
+        assert await client.xlen("rxsinks:events") == 20  # b is down: it holds them all
+        assert await store.compact() == 0
+        await store.confirm("b", seqs[:5])
+        assert await store.compact() == 5  # up to b's cursor
+        assert await client.xlen("rxsinks:events") == 15
+        assert await seqs_of(store, "b") == seqs[5:10]
+        await store.confirm("b", seqs[5:10])
+        # b's cursor moves over the events not routed to it, a's is at the end: all go
+        assert await store.compact() == 15
+        assert await client.xlen("rxsinks:events") == 0
+        assert await store.pending() == 0
+        more = await store.append(events(2, "m"), [["a"], ["b"]])
+        assert await seqs_of(store, "a") == more[:1] and await seqs_of(store, "b") == more[1:]
+    finally:
+        await client.aclose()
+
+
+async def test_a_confirm_trims_at_most_once_a_second(store: RedisStore, redis_url: str) -> None:
+    client = await raw(redis_url)
+    try:
+        seqs = await store.append(events(4), [["a"]] * 4)
+        await store.confirm("a", seqs[:2])
+        assert await client.xlen("rxsinks:events") == 2  # trimmed right away
+        await store.confirm("a", seqs[2:])
+        assert await client.xlen("rxsinks:events") == 2  # not again within the second
+        await client.delete("rxsinks:trimat")  # (as if the second were over)
+        await store.confirm("a", seqs[2:])
+        assert await client.xlen("rxsinks:events") == 0
+    finally:
+        await client.aclose()
+
+
+async def test_dropping_an_endpoint_releases_the_stream(store: RedisStore, redis_url: str) -> None:
+    client = await raw(redis_url)
+    try:
+        seqs = await store.append(events(6), [["a", "gone"]] * 6)
+        await store.dead_letter("gone", seqs[:1], "x", 1)
+        await store.confirm("a", seqs)
+        assert await store.compact() == 0  # gone's cursor holds them
+        dropped = await store.drop_endpoint("gone")
+        assert (dropped.endpoint, dropped.pending, dropped.dead_letters) == ("gone", 5, 1)
+        assert await store.compact() == 5  # (the first went at a's confirm)
+        assert await client.xlen("rxsinks:events") == 0
+        assert await store.endpoints() == []
+        assert await client.sismember("rxsinks:endpoints", "gone") == 0
+        # routed to it again, it comes back with only the new events
+        more = await store.append(events(2, "m"), [["a", "gone"], ["gone"]])
+        assert await seqs_of(store, "gone") == more
+        assert await store.backlog("gone") == (2, more[-1])
+        assert await store.endpoints() == ["a", "gone"]
+        assert await store.drop_endpoint("nobody") == rxsinks._store.sqlite.EndpointBacklog(
+            "nobody", 0, 0
+        )
+    finally:
+        await client.aclose()
+
+
+async def test_a_sparse_endpoint_scans_in_bounded_steps_and_not_twice(
+    store: RedisStore, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rxsinks._store.redis, "SCAN", 1000)
+    routes = [["busy"]] * 10_000
+    for i in (1234, 5678, 9000):
+        routes[i] = ["busy", "sparse"]
+    seqs: list[int] = []
+    for i in range(0, 10_000, 1000):
+        seqs += await store.append(events(1000, f"b{i}-"), routes[i : i + 1000])
+    calls: list[int] = []  # entries each script call looked at
+    script = store._scripts["read"]
+
+    async def counting(keys: Any, args: Any, client: Any) -> Any:
+        reply = await script(keys, args, client)
+        calls.append(int(reply[4]))
+        return reply
+
+    monkeypatch.setitem(store._scripts, "read", counting)  # type: ignore[arg-type]
+    wanted = [seqs[1234], seqs[5678], seqs[9000]]
+    assert await seqs_of(store, "sparse") == wanted
+    # bounded calls, each entry once: from the cursor set when the first route set holding
+    # the endpoint was made (with the second batch) to the end
+    assert max(calls) <= 1000 and sum(calls) == 9_000
+    calls.clear()
+    assert await seqs_of(store, "sparse", wanted[-1]) == []
+    assert calls == [0]  # the stretch after the last one is known empty: not scanned again
+    calls.clear()
+    more = await store.append(events(3, "late"), [["busy"], ["sparse"], ["busy"]])
+    assert await seqs_of(store, "sparse", wanted[-1]) == more[1:2]
+    assert sum(calls) == 3  # just the new entries
+    assert await store.tail("sparse", more[1], 10, wait=0.01) == []
+    await store.confirm("sparse", [*wanted, more[1]])
+    client = await raw(redis_url)
+    try:
+        # a confirm moves the cursor over ADVANCE entries at most; compact() the rest
+        cursor = int(await client.get("rxsinks:cur:sparse") or 0)
+        assert wanted[0] <= cursor <= wanted[0] + rxsinks._store.redis.ADVANCE
+        await store.confirm("busy", [*seqs, more[0]])
+        assert await store.compact() == 10_002  # up to busy's cursor (more[2] is owed)
+        assert await client.get("rxsinks:cur:sparse") == str(more[2])
+        assert await store.pending() == 1
+    finally:
+        await client.aclose()
+
+
+async def test_a_previous_format_is_moved_at_open(redis_url: str) -> None:
+    """Keys as the previous version wrote them (a stream per endpoint) are delivered after
+    the upgrade, in seq order, and the old streams are gone."""
+    client = await raw(redis_url)
+    try:
+        await client.set("rxsinks:seq", 3)
+        await client.sadd("rxsinks:endpoints", "a", "b")
+        bodies = {seq: rxsinks.Event.new("push", id=f"old{seq}") for seq in (1, 2, 3)}
+        for seq in (1, 2, 3):
+            await client.xadd("rxsinks:ep:a", {"e": encode(bodies[seq]), "t": "1.5"}, f"{seq}-0")
+        await client.xadd("rxsinks:ep:b", {"e": encode(bodies[3])}, "3-0")
+        await client.xadd("rxsinks:dlq:b", {"seq": 2, "body": encode(bodies[2]), "error": "x",
+                                             "attempts": 1, "time": 1.0}, "1-0")  # fmt: skip
+        await client.set("rxsinks:dlseq", 1)
+        store = RedisStore(redis_url)
+        await store.open()
+        try:
+            assert await client.keys("rxsinks:ep:*") == []
+            new = await store.append(events(1, "new"), [["a"]])
+            assert new == [4]
+            assert [(seq, e.id) for seq, e in await store.read("a", 0, 10)] == [
+                (1, "old1"), (2, "old2"), (3, "old3"), (4, "new0")
+            ]  # fmt: skip
+            assert [seq for seq, _, _ in await store.read_arrivals("a", 2, 10)] == [3, 4]
+            assert await store.backlogs() == [
+                rxsinks._store.sqlite.EndpointBacklog("a", 4, 0),
+                rxsinks._store.sqlite.EndpointBacklog("b", 1, 1),
+            ]
+            await store.confirm("a", [1, 2, 3, 4])
+            await store.confirm("b", [3])
+            assert await store.replay("b") == [("b", 2)]
+            assert await seqs_of(store, "b") == [2]
+            assert await store.pending() == 1
+        finally:
+            await store.close()
+        again = RedisStore(redis_url)  # nothing left to move: opens as usual
+        await again.open()
+        try:
+            assert await again.pending() == 1
+        finally:
+            await again.close()
+    finally:
+        await client.aclose()
+
+
+def encode(event: rxsinks.Event) -> str:
+    from rxsinks._event import encode_event
+
+    return encode_event(event)
+
+
+async def test_moving_an_endpoint_is_refused_with_what_to_do(store: RedisStore) -> None:
+    await store.append(events(1), [["old"]])
+    with pytest.raises(StoreError, match=r"not supported on Redis.*drop-endpoint old"):
+        await store.move_endpoint("old", "new")
+    assert await store.pending("old") == 1
+
+
+async def test_a_newline_in_an_endpoint_name_is_refused(store: RedisStore) -> None:
+    with pytest.raises(ValueError, match="newline"):
+        await store.append(events(1), [["a\nb"]])
+
+
+async def test_the_cli_says_move_endpoint_is_not_for_redis(
+    store: RedisStore, redis_url: str, tmp_path: Path
+) -> None:
+    await store.append(events(2), [["before"]] * 2)
+    config = tmp_path / "cli.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "ingest": {"addr": "127.0.0.1:1"},
+                "store": {"url": redis_url},
+                "notifications": {"endpoints": [{"name": "after", "url": "http://127.0.0.1:1/"}]},
+            }
+        )
+    )
+    command = [sys.executable, "-m", "rxsinks", "store", "move-endpoint", "before", "after"]
+    moved = await asyncio.to_thread(
+        subprocess.run,
+        [*command, "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert moved.returncode == 1, moved.stderr
+    assert "not supported on Redis" in moved.stderr and "drop-endpoint before" in moved.stderr
+    assert await store.pending("before") == 2  # nothing touched
