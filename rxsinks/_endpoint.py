@@ -56,8 +56,9 @@ class Endpoint(abc.ObserverBase[Event]):
     operators. It is an observer of :class:`~rxsinks.Event`: ``subject.subscribe(endpoint)``
     works, and :meth:`on_next` returns at once (it only filters and enqueues; delivery runs on
     the event loop it was built or first fed on, and events from other threads, behind an
-    ``observe_on`` on a thread pool say, are handed over to that loop in order). Ignored events are never queued nor counted. :attr:`outcomes` and
-    :attr:`dead_letters` complete once the endpoint closed, and :attr:`drained` tells an
+    ``observe_on`` on a thread pool say, are handed over to that loop in order). Ignored
+    events are never queued nor counted. :attr:`outcomes` and :attr:`dead_letters` complete
+    once the endpoint closed, and :attr:`drained` tells an
     :class:`~rxsinks.EventSubject` when the endpoint has delivered everything it accepted.
 
     Defaults are the registry's: timeout 1 s, threshold 10, backoff 1 s, one event per POST,
