@@ -447,9 +447,13 @@ def _store_cost_panel(ax: Axes, results: dict[str, Any]) -> None:
         _not_run(ax, title, "endpoints_scaling", results)
         return
     kept = all(scaling.get(f"{kind}_keeps_up_{count}") for kind in ("sqlite", "memory"))
+    rounds = len(scaling.get(f"sqlite_vs_memory_cpu_rounds_{count}", [None]))
     _bars(
         ax,
-        [f"offered 200 events/s ({'both kept up' if kept else 'NOT kept up'})"],
+        [
+            f"offered 200 events/s, median of {rounds} round(s) "
+            f"({'both kept up' if kept else 'NOT kept up'})"
+        ],
         [
             ("memory store", [scaling[f"memory_cpu_us_per_delivery_{count}"]], BASELINE),
             ("SQLite store", [scaling[f"sqlite_cpu_us_per_delivery_{count}"]], RXSINKS),

@@ -37,6 +37,11 @@ class Backlog(Protocol[_T, _B]):
 
     in_flight: int
 
+    quiet: bool
+    """After :meth:`put`: True when the item joined a partial block that waits for more until a
+    time :meth:`ready_at` already gave, so it cannot let a block go sooner (it did not fill
+    one); the stage then schedules nothing for it. False when unsure."""
+
     @property
     def pending(self) -> int:
         """Events accepted and not through their delivery."""
@@ -140,6 +145,7 @@ class Fifo(Generic[_T]):
     """
 
     durable = False
+    quiet = False  # blocks are formed upstream (the batch operator): any item may go at once
 
     def __init__(self, owner: Queue[_T], hold: Hold[_T] | None = None) -> None:
         self.owner = owner

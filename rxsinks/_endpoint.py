@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from reactivex import Observable, abc
+from reactivex.observer.autodetachobserver import AutoDetachObserver
 from reactivex.subject import AsyncSubject
 
 from ._batch import batch as batch_operator
@@ -250,6 +251,7 @@ class Endpoint(abc.ObserverBase[Event]):
         self._handover_lock = threading.Lock()
         self._handed_over = False  # a notification came from another thread at least once
         self._inlet: abc.ObserverBase[Any] | None = None
+        self._push: Callable[[Any], None] | None = None  # the inlet's on_next, fastest way in
         self._closing = False
         self._finished_delivering = False
         self._failure: Exception | None = None  # why the delivery stage ended, if it failed
@@ -294,7 +296,18 @@ class Endpoint(abc.ObserverBase[Event]):
             # reported the error and completed, and no event can enter
             raise ValueError(f"endpoint {self.name!r} cannot start: {self._failure}")
         self._inlet = inlet[0]
+        # past reactivex's AutoDetachObserver, whose only work is a stopped check: the endpoint
+        # refuses events once closing itself, before its completion goes in (once per event and
+        # endpoint: a relay with 300 endpoints makes 60,000 such calls a second at 200 events/s)
+        self._push = (
+            self._inlet._on_next if type(self._inlet) is AutoDetachObserver else self._inlet.on_next
+        )
         return self._inlet
+
+    def _started(self) -> Callable[[Any], None]:
+        self._start()
+        assert self._push is not None
+        return self._push
 
     def start(self) -> None:
         """Build the pipeline now (a durable endpoint starts on its backlog at once); otherwise
@@ -332,7 +345,7 @@ class Endpoint(abc.ObserverBase[Event]):
         if self._loop_thread is not None and threading.get_ident() != self._loop_thread:
             self._hand_over(value)
             return
-        (self._inlet or self._start()).on_next(value)
+        (self._push or self._started())(value)
 
     def on_stored(self, seq: int, event: Event) -> None:
         """Accept an event the store committed at ``seq`` (durable endpoints only)."""
@@ -341,7 +354,7 @@ class Endpoint(abc.ObserverBase[Event]):
         if self._loop_thread is not None and threading.get_ident() != self._loop_thread:
             self._hand_over((seq, event))
             return
-        (self._inlet or self._start()).on_next((seq, event))
+        (self._push or self._started())((seq, event))
 
     def _hand_over(self, item: Any) -> None:
         """Queue ``item`` on the endpoint's loop, from another thread, in the order given."""
@@ -358,7 +371,7 @@ class Endpoint(abc.ObserverBase[Event]):
     def _arrived(self, item: Any) -> None:
         # accepted before the endpoint closed (checked under the lock that completion takes),
         # and the completion is queued behind it: no closed check here
-        (self._inlet or self._start()).on_next(item)
+        (self._push or self._started())(item)
 
     def rescan(self) -> None:
         """Re-read a durable endpoint's backlog (dead letters were replayed into the store)."""

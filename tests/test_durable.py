@@ -141,6 +141,26 @@ async def test_a_partial_block_waits_max_delay_and_a_full_one_goes_at_once(
     assert v.store.pending() == []
 
 
+async def test_events_trickling_into_a_partial_block_go_at_its_time_or_when_it_fills(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the events that join a waiting block schedule nothing: the wake-up set for the block's
+    # head sends it, unless an event fills it first
+    v = Virtual(monkeypatch)
+    source, _ = v.start(v.queue(block_size=4, max_delay=3.0), v.sink())
+    for when, name in [(10.0, "a1"), (11.0, "a2"), (12.0, "a3"), (12.5, "a4"), (13.0, "a5")]:
+        v.at(when, lambda name=name: v.ingest(source, event(name)))
+    v.at(14.0, lambda: v.ingest(source, event("a6")))
+    v.at(20.0, lambda: v.ingest(source, event("a7")))
+    await v.run(30.0)
+    assert v.attempts == [
+        (12.5, ["a1", "a2", "a3", "a4"]),
+        (16.0, ["a5", "a6"]),
+        (23.0, ["a7"]),
+    ]
+    assert v.store.pending() == []
+
+
 async def test_a_failed_store_read_is_tried_again_a_second_later(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

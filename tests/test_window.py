@@ -375,6 +375,29 @@ def test_a_partial_block_of_live_events_waits_max_delay_and_a_read_back_one_does
     assert ids(restarted.take(20.0)) == ["a1"]
 
 
+def test_an_event_joining_a_waiting_partial_block_is_quiet_until_it_fills_it() -> None:
+    # quiet tells the stage it need not look for a block: the block's time is unchanged
+    store = Store()
+    window = Window(block_size=3, window=8, max_delay=2.0)
+    started(window, store)
+    quiet = []
+    for seq, e in store.add("a1", "a2", "a3", "a4"):
+        window.put(seq, e, 10.0)
+        quiet.append(window.quiet)
+        if len(quiet) == 3:
+            assert ids(window.take(10.0)) == ["a1", "a2", "a3"]  # full: goes at once
+    # a1 starts a block (not quiet), a2 joins it, a3 fills it, a4 starts the next one
+    assert quiet == [False, True, False, False]
+    # without batching waits every block goes at once: never quiet
+    plain = Window(block_size=3, window=8)
+    started(plain, store)
+    (seq, e), *_ = store.add("b1")
+    plain.put(seq, e, 10.0)
+    (seq, e), *_ = store.add("b2")
+    plain.put(seq, e, 10.0)
+    assert not plain.quiet
+
+
 def test_the_delivery_delay_holds_a_key_and_not_the_others() -> None:
     store = Store()
     due = {"a1": 5.0, "b1": 1.0, "a2": 1.0}

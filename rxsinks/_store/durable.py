@@ -167,6 +167,7 @@ class _DurableBacklog:
     """
 
     durable = True
+    quiet = False  # (set by put, from the window)
 
     def __init__(
         self,
@@ -235,7 +236,9 @@ class _DurableBacklog:
         self._io(self._clock())
 
     def put(self, value: Stored) -> None:
-        self._window.put(value[0], value[1], self._clock())
+        window = self._window
+        window.put(value[0], value[1], self._clock())
+        self.quiet = window.quiet
         return None
 
     def take(self) -> Block | None:

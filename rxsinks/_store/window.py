@@ -253,6 +253,8 @@ class Window:
         self._ready: deque[Hashable] = deque()  # keys with events buffered and none in flight
         self._busy: set[Hashable] = set()  # keys with a block not released
         self.buffered = 0
+        # set by put: the event joined a partial block that waits out max_delay (see put)
+        self.quiet = False
 
         # blocks handed out
         self._taken: dict[int, Taken] = {}  # id(block) -> the block, until the stage is done
@@ -319,7 +321,13 @@ class Window:
     # -- events --------------------------------------------------------------------------------
 
     def put(self, seq: int, event: Event, now: float) -> None:
-        """An event the store committed at ``seq`` (this process's ingest), arriving ``now``."""
+        """An event the store committed at ``seq`` (this process's ingest), arriving ``now``.
+
+        Sets :attr:`quiet` when the event only joined a partial block already waiting for more
+        (batching waits, no keys, no delivery delay): it cannot make a block go sooner than
+        :meth:`ready_at` said, unless it filled the block.
+        """
+        self.quiet = False
         horizon = self._horizon
         if horizon is None:
             self._early.append(seq)
@@ -355,6 +363,8 @@ class Window:
             lane.events.append(event)
             if lane.arrivals is not None:
                 lane.arrivals.append(now)
+                # the head (and so the block's time) is unchanged while the block is short
+                self.quiet = 1 < len(lane.seqs) < self.block_size
             self.buffered += 1
             return
         self._accept(key, seq, event, None, now if self._max_delay else None)
